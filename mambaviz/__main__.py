@@ -1,0 +1,33 @@
+"""Command-line entry point: `python -m mambaviz {generate,train,...}`."""
+
+import argparse
+import logging
+import sys
+
+from mambaviz.errors import MambavizError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mambaviz import cli_generate, train
+
+    parser = argparse.ArgumentParser(prog="python -m mambaviz", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cli_generate.add_arguments(commands.add_parser("generate", help="run speculative decoding on one prompt"))
+    train.add_arguments(commands.add_parser("train", help="train the bundled models from scratch"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except MambavizError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
