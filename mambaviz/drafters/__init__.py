@@ -1,0 +1,1 @@
+"""Drafters behind one interface: `mamba` (recurrent state), `transformer` (KV cache), `none`."""

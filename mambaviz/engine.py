@@ -1,0 +1,248 @@
+"""The step loop: draft → verify → accept → commit, one StepRecord per step.
+
+    prompt → prefill(target), prefill(drafter)
+    loop:  drafter.draft(shape) → tree
+           target.verify(tree)  → logits for every node in one forward pass
+           accept(tree, logits) → accepted path + bonus token
+           commit: target KV cache and drafter cache keep only the accepted path
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from mambaviz.drafters.base import Drafter
+from mambaviz.drafters.mamba import MambaDrafter
+from mambaviz.drafters.none import NoDrafter
+from mambaviz.drafters.transformer import TransformerDrafter
+from mambaviz.errors import MambavizError
+from mambaviz.metrics import ForwardClock, now, peak_memory_bytes
+from mambaviz.models import DRAFTER_NAMES, ModelSet
+from mambaviz.sampling import SamplingConfig
+from mambaviz.search import FixedShape, ShapePolicy
+from mambaviz.trace import NodeRecord, StepRecord, Trace, summarize
+from mambaviz.tree import DraftTree
+from mambaviz.verify import Acceptance, Target, accept
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSettings:
+    drafter: str = "mamba"
+    max_new_tokens: int = 128
+    sampling: SamplingConfig = SamplingConfig()
+    seed: int = 0
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if self.drafter not in DRAFTER_NAMES:
+            raise MambavizError(f"Unknown drafter {self.drafter!r}; choose one of {', '.join(DRAFTER_NAMES)}.")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise MambavizError(f"Max new tokens {self.max_new_tokens!r} is invalid; it must be a positive integer.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise MambavizError(f"Seed {self.seed!r} is invalid; it must be a non-negative integer.")
+
+
+def build_drafter(models: ModelSet, name: str, clock: ForwardClock) -> Drafter:
+    if name == "none":
+        return NoDrafter(models.vocab_size, models.device, clock)
+    model = models.drafter_model(name)
+    if name == "mamba":
+        return MambaDrafter(model, models.vocab_size, clock)
+    return TransformerDrafter(model, models.vocab_size, clock)
+
+
+def encode_prompt(models: ModelSet, prompt: str) -> list[int]:
+    """Tokenize `prompt`, rejecting an empty prompt or one that leaves no room in the target's context."""
+    if not prompt or not prompt.strip():
+        raise MambavizError("The prompt is empty; enter some text to continue.")
+    ids = models.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise MambavizError("The prompt encodes to no tokens; enter some text to continue.")
+    if models.max_context is not None and len(ids) >= models.max_context:
+        raise MambavizError(f"The prompt has {len(ids)} tokens but the target's context holds {models.max_context};"
+                            f" shorten it to fewer than {models.max_context} tokens.")
+    return ids
+
+
+def fit_shape(shape: tuple[int, ...], remaining: int, room: int | None) -> tuple[int, ...]:
+    """Cut a shape so one step never commits more than `remaining` tokens or runs past the context.
+
+    A step commits at most depth + 1 tokens, so deeper drafts would be thrown away anyway.
+    """
+    depth = remaining - 1
+    if room is not None:
+        depth = min(depth, room - 1)
+    return shape[: max(depth, 0)]
+
+
+def generate(
+    models: ModelSet,
+    prompt_ids: list[int],
+    settings: RunSettings,
+    policy: ShapePolicy,
+    trace: Trace | None = None,
+) -> Iterator[StepRecord]:
+    """Run speculative decoding and yield a StepRecord after every step; steps are also appended to `trace`."""
+    device = models.device
+    clock = ForwardClock(device)
+    drafter = build_drafter(models, settings.drafter, clock)
+    target = Target(models.target, models.vocab_size, clock)
+    texts = models.token_texts()
+    draft_generator = torch.Generator(device=device).manual_seed(settings.seed)
+    accept_generator = torch.Generator().manual_seed(settings.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    start = now(device)
+    target.prefill(prompt_ids)
+    drafter.prefill(prompt_ids)
+    if trace is not None:
+        trace.prefill_seconds = now(device) - start
+
+    context_length = len(prompt_ids)
+    generated = 0
+    for index in range(settings.max_new_tokens):
+        room = None if models.max_context is None else models.max_context - context_length
+        if room is not None and room <= 0:
+            break
+        shape = fit_shape(policy.next_shape(), settings.max_new_tokens - generated, room)
+        forward_before = clock.seconds
+
+        step_start = now(device)
+        tree = drafter.draft(shape, settings.sampling, draft_generator)
+        drafted = now(device)
+        logits = target.verify(tree)
+        verified = now(device)
+
+        outcome = accept(tree, logits, settings.sampling, accept_generator)
+        committed = [tree.tokens[node] for node in outcome.accepted] + [outcome.bonus_token]
+        committed, stop_reason = _truncate(committed, settings, models, generated, context_length)
+        if stop_reason is None:
+            target.commit(outcome.accepted)
+            drafter.commit(tree, outcome.accepted, outcome.bonus_token)
+        policy.observe(shape, len(committed), now(device) - step_start)
+
+        record = _record(index, context_length, tree, outcome, committed, texts, stop_reason, policy)
+        record.draft_seconds = drafted - step_start
+        record.verify_seconds = verified - drafted
+        record.forward_seconds = clock.seconds - forward_before
+        record.drafter_cache_bytes = drafter.cache_bytes()
+        record.target_cache_bytes = target.cache_bytes()
+        record.peak_memory_bytes = peak_memory_bytes(device)
+        record.other_seconds = now(device) - verified
+        context_length += len(committed)
+        generated += len(committed)
+        if trace is not None:
+            trace.steps.append(record)
+        yield record
+        if stop_reason is not None:
+            break
+
+
+def _truncate(
+    committed: list[int], settings: RunSettings, models: ModelSet, generated: int, context_length: int
+) -> tuple[list[int], str | None]:
+    """Cut the step's tokens at EOS (kept) and at the token limit; return them and why the run stops, if it does."""
+    if settings.stop_at_eos and models.eos_token_id is not None and models.eos_token_id in committed:
+        return committed[: committed.index(models.eos_token_id) + 1], "eos"
+    remaining = settings.max_new_tokens - generated
+    if len(committed) >= remaining:
+        return committed[:remaining], "max_new_tokens"
+    if models.max_context is not None and context_length + len(committed) >= models.max_context:
+        return committed, "context"
+    return committed, None
+
+
+def _record(
+    index: int,
+    context_length: int,
+    tree: DraftTree,
+    outcome: Acceptance,
+    committed: list[int],
+    texts: list[str],
+    stop_reason: str | None,
+    policy: ShapePolicy,
+) -> StepRecord:
+    nodes = [
+        NodeRecord(
+            id=node,
+            parent=tree.parents[node],
+            depth=tree.depths[node],
+            token=tree.tokens[node],
+            text=texts[tree.tokens[node]],
+            draft_prob=tree.draft_probs[node],
+            target_prob=outcome.target_probs[node],
+            accept_prob=outcome.accept_probs[node],
+            status=outcome.status[node],
+        )
+        for node in range(len(tree))
+    ]
+    return StepRecord(
+        index=index,
+        context_length=context_length,
+        shape=list(tree.shape),
+        root_token=tree.root_token,
+        root_text=texts[tree.root_token],
+        nodes=nodes,
+        accepted=list(outcome.accepted),
+        bonus_token=outcome.bonus_token,
+        bonus_text=texts[outcome.bonus_token],
+        committed=committed,
+        committed_text=[texts[token] for token in committed],
+        draft_seconds=0.0,
+        verify_seconds=0.0,
+        other_seconds=0.0,
+        forward_seconds=0.0,
+        drafter_cache_bytes=0,
+        target_cache_bytes=0,
+        peak_memory_bytes=0,
+        stop_reason=stop_reason,
+        policy=policy.decision(),
+    )
+
+
+def run(
+    models: ModelSet,
+    prompt: str,
+    settings: RunSettings,
+    policy: ShapePolicy | None = None,
+    on_step=None,
+) -> Trace:
+    """Run a whole generation and return its trace; `on_step(record)` is called after every step."""
+    policy = policy or FixedShape((3, 2, 2, 1, 1))
+    prompt_ids = encode_prompt(models, prompt)
+    trace = Trace(settings=describe_settings(models, prompt, settings, policy), prompt_ids=prompt_ids)
+    for record in generate(models, prompt_ids, settings, policy, trace):
+        if on_step is not None:
+            on_step(record)
+    trace.text = models.tokenizer.decode(trace.new_tokens)
+    figures = summarize(trace)
+    logger.info("run drafter=%s tree=%s: %d tokens in %d steps, %.1f tokens/s, mean accepted length %.2f",
+                settings.drafter, policy.describe(), figures["new_tokens"], figures["steps"],
+                figures["tokens_per_second"], figures["mean_accepted_length"])
+    return trace
+
+
+def describe_settings(models: ModelSet, prompt: str, settings: RunSettings, policy: ShapePolicy) -> dict:
+    return {
+        "prompt": prompt,
+        "target": models.locations.get("target"),
+        "drafter": settings.drafter,
+        "drafter_model": models.locations.get(settings.drafter),
+        "tree": policy.describe(),
+        "temperature": settings.sampling.temperature,
+        "top_k": settings.sampling.top_k,
+        "top_p": settings.sampling.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+        "device": str(models.device),
+        "dtype": str(models.dtype).removeprefix("torch."),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
