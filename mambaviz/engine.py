@@ -95,8 +95,10 @@ def generate(
     drafter = build_drafter(models, settings.drafter, clock)
     target = Target(models.target, models.vocab_size, clock)
     texts = models.token_texts()
-    draft_generator = torch.Generator(device=device).manual_seed(settings.seed)
-    accept_generator = torch.Generator().manual_seed(settings.seed)
+    # Drafting and acceptance need independent random streams: equal seeds would correlate the
+    # drafter's samples with the acceptance draws and bias the output.
+    draft_generator = torch.Generator(device=device).manual_seed(2 * settings.seed)
+    accept_generator = torch.Generator().manual_seed(2 * settings.seed + 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

@@ -105,6 +105,10 @@ def load_tokenizer(location: str):
 def load_causal_lm(location: str, device: torch.device, dtype: torch.dtype, role: str):
     """Load a causal LM for `role` (target, mamba or transformer) in eval mode on `device`."""
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
+
+    # One log line per load replaces the per-shard progress bars, which would clutter CLI errors.
+    transformers_logging.disable_progress_bar()
 
     check_checkpoint(location)
     path = os.path.expanduser(location)
@@ -126,7 +130,7 @@ def load_causal_lm(location: str, device: torch.device, dtype: torch.dtype, role
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - safetensors, torch and transformers raise many types here
         raise ModelLoadError(f"Could not load the {role} from {location}: {_first_line(error)}") from None
     model.to(device).eval()
     model.requires_grad_(False)

@@ -75,6 +75,7 @@ class DraftTree:
 
     root_token: int
     shape: tuple[int, ...]
+    with_replacement: bool = False  # sampled children were drawn i.i.d. rather than without replacement
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)

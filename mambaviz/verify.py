@@ -117,11 +117,12 @@ def accept_sampling(
 
     At a node with target distribution r = p and drafter distribution q', try the children in draft
     order. Child c is accepted with probability min(1, r(c) / q'(c)). On rejection the target's
-    leftover mass becomes r ← normalize(max(r − q', 0)), and since children were drawn without
-    replacement, q'(c) ← 0 and q' is renormalized. When no child is accepted, the bonus token is
+    leftover mass becomes r ← normalize(max(r − q', 0)), and when children were drawn without
+    replacement, also q'(c) ← 0 and q' is renormalized (i.i.d. children keep q' as it is). When no child is accepted, the bonus token is
     sampled from r; below an accepted leaf it is sampled from the target at that leaf. On a chain
-    this is the speculative sampling rule of Leviathan et al. (2023) and Chen et al. (2023); for
-    several children drawn without replacement it is the recursive rule of Jeon et al. (2024).
+    this is the speculative sampling rule of Leviathan et al. (2023) and Chen et al. (2023); for i.i.d.
+    children it is SpecInfer's multi-step rule (Miao et al., 2024), and for children drawn without
+    replacement the recursive rule of Jeon et al. (2024).
     """
     target_probs = target_probs.double().cpu()  # [n + 1, v]
     draft_dists = tree.draft_dists.double() if tree.draft_dists is not None else None
@@ -147,8 +148,9 @@ def accept_sampling(
                 break
             status[child] = REJECTED
             residual = _normalized(torch.clamp(residual - draft, min=0), fallback=residual)
-            draft[token] = 0
-            draft = _normalized(draft, fallback=draft)
+            if not tree.with_replacement:
+                draft[token] = 0
+                draft = _normalized(draft, fallback=draft)
         if match is None:
             break
         accepted.append(match)

@@ -21,6 +21,8 @@ class Drafter(ABC):
     """Proposes a draft tree each step and keeps its cache in step with the committed tokens."""
 
     name: str = "drafter"
+    # Sampled children are drawn without replacement unless this is set (i.i.d. drafts, SpecInfer style).
+    with_replacement: bool = False
 
     def __init__(self, vocab_size: int, device: torch.device, clock: ForwardClock | None = None):
         self.vocab_size = vocab_size
@@ -69,10 +71,11 @@ class Drafter(ABC):
         """Draft a tree of `shape` below the root (the last pending token).
 
         Greedy: each node's children are the drafter's top-k tokens. Sampling: k children are
-        sampled without replacement from the processed drafter distribution; a node with fewer than k
-        tokens of nonzero probability (after top-k / top-p) gets fewer children.
+        sampled without replacement from the processed drafter distribution, and a node with fewer than
+        k tokens of nonzero probability (after top-k / top-p) gets fewer children. With
+        `with_replacement` they are k i.i.d. draws instead.
         """
-        tree = DraftTree(root_token=self.pending[-1], shape=tuple(shape))
+        tree = DraftTree(root_token=self.pending[-1], shape=tuple(shape), with_replacement=self.with_replacement)
         logits = self._consume(self.pending)  # [1, v']
         self.consumed += len(self.pending)
         self.pending = []
@@ -122,7 +125,9 @@ class Drafter(ABC):
             return [list(zip(row_tokens, row_probs)) for row_tokens, row_probs in zip(tokens, picked)]
 
         support = (probs > 0).sum(dim=-1).tolist()
-        if min(support) >= branching:
+        if self.with_replacement:
+            sampled = torch.multinomial(probs, branching, replacement=True, generator=generator)  # [f, k]
+        elif min(support) >= branching:
             sampled = torch.multinomial(probs, branching, replacement=False, generator=generator)  # [f, k]
         else:
             sampled = [
