@@ -35,7 +35,7 @@ class ContextPoint:
 
 
 def context_ids(models: ModelSet, length: int, seed: int = 0) -> list[int]:
-    """A context of `length` token ids drawn at random from the vocabulary (the timing ignores content)."""
+    """Draw a context of `length` random token ids; the timings do not depend on the content."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, models.vocab_size, (length,), generator=generator).tolist()
 
@@ -50,7 +50,7 @@ def context_sweep(
 ) -> list[ContextPoint]:
     """Time drafting one tree of `shape` (and the target verifying it) at each context length.
 
-    Each drafter is prefilled once per length; each repeat drafts a tree, then commits only the
+    Each drafter is prefilled once per length. Each repeat drafts a tree and then commits only the
     bonus token, so the context grows by one token per repeat.
     """
     sampling = SamplingConfig()

@@ -66,7 +66,7 @@ def encode_prompt(models: ModelSet, prompt: str) -> list[int]:
     if not ids:
         raise MambavizError("The prompt encodes to no tokens; enter some text to continue.")
     if models.max_context is not None and len(ids) >= models.max_context:
-        raise MambavizError(f"The prompt has {len(ids)} tokens but the target's context holds {models.max_context};"
+        raise MambavizError(f"The prompt has {len(ids)} tokens but the target's context is {models.max_context} tokens;"
                             f" shorten it to fewer than {models.max_context} tokens.")
     return ids
 

@@ -71,7 +71,7 @@ def preset_paths(name: str, device: torch.device) -> dict[str, str]:
 
 
 def is_local(location: str) -> bool:
-    """Whether `location` names a folder rather than a hub id (`org/name` has at most one slash)."""
+    """Return whether `location` names a folder rather than a hub id (`org/name` has at most one slash)."""
     return os.path.exists(location) or location.startswith((".", "/", "~")) or location.count("/") > 1
 
 
@@ -87,7 +87,7 @@ def check_checkpoint(location: str) -> None:
         raise ModelLoadError(f"Checkpoint folder {location} has no config.json; it is not a Hugging Face checkpoint.")
     if not any(folder.glob("*.safetensors")):
         if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
-            raise ModelLoadError(f"Checkpoint folder {location} holds only pickle weights (.bin/.pt); mambaviz loads"
+            raise ModelLoadError(f"Checkpoint folder {location} contains only pickle weights (.bin/.pt); mambaviz loads"
                                  " safetensors only: convert them with `model.save_pretrained(folder)`.")
         raise ModelLoadError(f"Checkpoint folder {location} has no .safetensors weights.")
 

@@ -6,8 +6,8 @@ Runs on CUDA (or `--device cpu` to try the script itself) and prints a short rep
 - whether mamba-ssm's `selective_state_update` and causal-conv1d's update kernel are in use;
 - the Mamba recurrent step against `MambaForCausalLM`'s full forward (fp32 to 1e-4; bf16 max error);
 - greedy speculative output against the target's own greedy decoding for both drafters and
-  several tree shapes (fp32 must match exactly; bf16 reports how many tokens match before the
-  first difference, since bf16 rounding can flip near-tied argmaxes between the two computations);
+  several tree shapes. fp32 must match exactly. bf16 reports how many tokens match before the
+  first difference, because bf16 rounding can flip near-tied argmaxes between the two computations;
 - drafting and verification time per step with CUDA synchronization.
 """
 

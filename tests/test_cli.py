@@ -71,7 +71,7 @@ def bad_cases(code_trio, bad_folders):
     good = model_args(code_trio)
     return [
         (["--prompt", "   ", *good], "prompt is empty"),
-        (["--prompt", "x " * 600, *good], "target's context holds 512"),
+        (["--prompt", "x " * 600, *good], "target's context is 512 tokens"),
         (["--prompt", "a", "--preset", "gpt5"], "Unknown preset 'gpt5'"),
         (["--prompt", "a", "--target", "/nonexistent/model"], "not found"),
         (["--prompt", "a", "--target", str(bad_folders["pickle_only"])], "pickle weights"),
@@ -95,7 +95,8 @@ def test_bad_input_gets_one_sentence_and_status_2(code_trio, bad_folders, capsys
         status, out, err = run_cli(capsys, *args)
         assert status == 2, args
         assert message in err, (args, err)
-        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert err.startswith("error: "), err
+        assert err.count("\n") == 1, err
         assert out == ""
 
 
