@@ -11,9 +11,8 @@ from mambaviz.engine import RunSettings, run
 from mambaviz.errors import MambavizError
 from mambaviz.models import DRAFTER_NAMES, PRESETS, load_model_set
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import FixedShape
-from mambaviz.trace import summarize
-from mambaviz.tree import parse_shape
+from mambaviz.search import REWARDS, ShapeBandit, ShapePolicy, build_policy
+from mambaviz.trace import Trace, summarize
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this UTF-8 text file")
     add_model_arguments(parser)
     parser.add_argument("--drafter", default="mamba", choices=DRAFTER_NAMES, help="which drafter proposes tokens")
-    parser.add_argument("--tree", default="3,2,2,1,1", help="tree shape: branching factors per depth, or chain:K")
+    parser.add_argument("--tree", default="3,2,2,1,1",
+                        help="tree shape (branching factors per depth, or chain:K), a bandit over shapes"
+                             " (ucb or thompson), or a confidence-driven tree with a node budget (dynamic:NODES)")
+    parser.add_argument("--arms", help="bandit arm pool: tree shapes separated by ';', e.g. '1,1,1,1;3,2,2,1,1'")
+    parser.add_argument("--reward", default="tokens_per_second", choices=REWARDS,
+                        help="bandit reward: committed tokens per second of step time, or per step")
+    parser.add_argument("--bandit-state", type=Path,
+                        help="start the bandit from the arm statistics at the end of this trace")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default 0)")
     parser.add_argument("--top-k", type=int, default=0, help="keep the K most likely tokens; 0 keeps all")
     parser.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set of tokens with this mass")
@@ -57,11 +63,23 @@ def read_prompt(args: argparse.Namespace) -> str:
         raise MambavizError(f"Prompt file {args.prompt_file} is a folder; pass a text file.") from None
 
 
+def load_bandit_state(policy: ShapePolicy, path: Path) -> None:
+    """Warm-start a bandit policy from the last bandit decision stored in a trace."""
+    if not isinstance(policy, ShapeBandit):
+        raise MambavizError("--bandit-state needs a bandit policy; use it with --tree ucb or --tree thompson.")
+    decisions = [step.policy for step in Trace.load(path).steps if step.policy and step.policy.get("kind") == "bandit"]
+    if not decisions:
+        raise MambavizError(f"Trace {path} has no bandit statistics; pass a trace of a --tree ucb or thompson run.")
+    policy.load_statistics(decisions[-1])
+
+
 def run_command(args: argparse.Namespace) -> int:
     prompt = read_prompt(args)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     settings = RunSettings(args.drafter, args.max_new_tokens, sampling, args.seed)
-    policy = FixedShape(parse_shape(args.tree))
+    policy = build_policy(args.tree, args.arms, args.reward, args.seed)
+    if args.bandit_state:
+        load_bandit_state(policy, args.bandit_state)
     if args.check_lossless and not sampling.greedy:
         raise MambavizError("--check-lossless compares greedy outputs; use it with --temperature 0.")
 

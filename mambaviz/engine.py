@@ -26,7 +26,7 @@ from mambaviz.models import DRAFTER_NAMES, ModelSet
 from mambaviz.sampling import SamplingConfig
 from mambaviz.search import FixedShape, ShapePolicy
 from mambaviz.trace import NodeRecord, StepRecord, Trace, summarize
-from mambaviz.tree import DraftTree
+from mambaviz.tree import DraftTree, TreePlan
 from mambaviz.verify import Acceptance, Target, accept
 
 logger = logging.getLogger(__name__)
@@ -71,15 +71,15 @@ def encode_prompt(models: ModelSet, prompt: str) -> list[int]:
     return ids
 
 
-def fit_shape(shape: tuple[int, ...], remaining: int, room: int | None) -> tuple[int, ...]:
-    """Cut a shape so one step never commits more than `remaining` tokens or runs past the context.
+def fit_plan(plan: TreePlan, remaining: int, room: int | None) -> TreePlan:
+    """Cut a plan so one step never commits more than `remaining` tokens or runs past the context.
 
     A step commits at most depth + 1 tokens, so deeper drafts would be thrown away anyway.
     """
     depth = remaining - 1
     if room is not None:
         depth = min(depth, room - 1)
-    return shape[: max(depth, 0)]
+    return plan if plan.max_depth <= depth else plan.limited(depth)
 
 
 def generate(
@@ -114,11 +114,11 @@ def generate(
         room = None if models.max_context is None else models.max_context - context_length
         if room is not None and room <= 0:
             break
-        shape = fit_shape(policy.next_shape(), settings.max_new_tokens - generated, room)
+        plan = fit_plan(policy.next_plan(), settings.max_new_tokens - generated, room)
         forward_before = clock.seconds
 
         step_start = now(device)
-        tree = drafter.draft(shape, settings.sampling, draft_generator)
+        tree = drafter.draft(plan, settings.sampling, draft_generator)
         drafted = now(device)
         logits = target.verify(tree)
         verified = now(device)
@@ -129,7 +129,7 @@ def generate(
         if stop_reason is None:
             target.commit(outcome.accepted)
             drafter.commit(tree, outcome.accepted, outcome.bonus_token)
-        policy.observe(shape, len(committed), now(device) - step_start)
+        policy.observe(plan, len(committed), now(device) - step_start)
 
         record = _record(index, context_length, tree, outcome, committed, texts, stop_reason, policy)
         record.draft_seconds = drafted - step_start
@@ -180,6 +180,7 @@ def _record(
             token=tree.tokens[node],
             text=texts[tree.tokens[node]],
             draft_prob=tree.draft_probs[node],
+            path_prob=tree.path_probs[node],
             target_prob=outcome.target_probs[node],
             accept_prob=outcome.accept_probs[node],
             status=outcome.status[node],

@@ -28,6 +28,7 @@ class NodeRecord:
     token: int
     text: str
     draft_prob: float
+    path_prob: float  # drafter probability of the whole path from the root to this node
     target_prob: float
     accept_prob: float | None  # probability of acceptance when the node was tried, None if never tried
     status: str  # accepted, rejected or unvisited
@@ -39,7 +40,7 @@ class StepRecord:
 
     index: int
     context_length: int  # committed tokens (prompt included) before this step
-    shape: list[int]  # the tree shape drafted (may be cut to fit the token limit or the context)
+    shape: list[int]  # branching factors per depth of a fixed shape (cut to fit the token limit or the context); [] for dynamic trees
     root_token: int
     root_text: str
     nodes: list[NodeRecord]

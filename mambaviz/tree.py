@@ -63,6 +63,52 @@ def format_shape(shape: tuple[int, ...]) -> str:
     return ",".join(str(b) for b in shape)
 
 
+class TreePlan:
+    """Decides, one depth at a time, how many children each frontier node of a draft tree gets."""
+
+    max_depth: int = 0
+
+    def branching(self, depth: int, path_probs: torch.Tensor, probs: torch.Tensor, drafted: int) -> list[int]:
+        """Return the child count of each frontier node at `depth`.
+
+        `path_probs` [f] is each frontier node's drafter probability of its whole path from the root,
+        `probs` [f, v] the drafter's distribution at each frontier node, and `drafted` the number of
+        nodes already in the tree.
+        """
+        raise NotImplementedError
+
+    def grows_after(self, depth: int, drafted: int) -> bool:
+        """Return whether the tree may get nodes below `depth` once `drafted` nodes exist."""
+        return depth < self.max_depth
+
+    def limited(self, depth: int) -> TreePlan:
+        """Return this plan cut to at most `depth` levels."""
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Branching factors per depth when the plan is a fixed shape, else ()."""
+        return ()
+
+
+class ShapePlan(TreePlan):
+    """A fixed tree shape: every node at depth d gets shape[d - 1] children."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self._shape = tuple(shape)
+        self.max_depth = len(self._shape)
+
+    def branching(self, depth: int, path_probs: torch.Tensor, probs: torch.Tensor, drafted: int) -> list[int]:
+        return [self._shape[depth - 1]] * len(path_probs)
+
+    def limited(self, depth: int) -> ShapePlan:
+        return ShapePlan(self._shape[: max(depth, 0)])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+
 @dataclass
 class DraftTree:
     """The tokens drafted in one step, breadth-first below the root.
@@ -80,6 +126,8 @@ class DraftTree:
     parents: list[int] = field(default_factory=list)
     depths: list[int] = field(default_factory=list)
     draft_probs: list[float] = field(default_factory=list)
+    path_probs: list[float] = field(default_factory=list)  # drafter probability of the path root → node
+    fed: list[bool] = field(default_factory=list)  # whether the drafter consumed the node's token
     draft_dists: torch.Tensor | None = None  # [expanded positions, v]
     dist_row: dict[int, int] = field(default_factory=dict)
 
@@ -93,6 +141,8 @@ class DraftTree:
         self.parents.append(parent)
         self.depths.append(depth)
         self.draft_probs.append(prob)
+        self.path_probs.append(prob * (1.0 if parent == ROOT else self.path_probs[parent]))
+        self.fed.append(False)
         return len(self.tokens) - 1
 
     def children(self, parent: int) -> list[int]:

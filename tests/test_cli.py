@@ -108,3 +108,42 @@ def test_cli_process_exits_2_without_traceback(code_trio):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: Tree shape")
+
+
+def test_generate_with_bandit_and_warm_start(code_trio, capsys, tmp_path):
+    trace_path = tmp_path / "ucb.json"
+    status, out, _ = run_cli(capsys, "--prompt", "def add(a, b):", *model_args(code_trio), "--tree", "ucb",
+                             "--arms", "1,1,1;2,2,1", "--max-new-tokens", "16", "--trace", str(trace_path), "--json")
+    assert status == 0
+    assert json.loads(out)["tree"] == "ucb[1,1,1;2,2,1]"
+    first_pulls = json.loads(trace_path.read_text())["steps"][-1]["policy"]["pulls"]
+
+    status, out, _ = run_cli(capsys, "--prompt", "import os", *model_args(code_trio), "--tree", "ucb",
+                             "--arms", "1,1,1;2,2,1", "--max-new-tokens", "8", "--bandit-state", str(trace_path),
+                             "--trace", str(tmp_path / "second.json"), "--json")
+    assert status == 0
+    second = json.loads((tmp_path / "second.json").read_text())
+    assert sum(second["steps"][-1]["policy"]["pulls"]) == sum(first_pulls) + len(second["steps"])
+
+
+def test_generate_with_dynamic_tree(code_trio, capsys):
+    status, out, _ = run_cli(capsys, "--prompt", "import os", *model_args(code_trio), "--tree", "dynamic:16",
+                             "--max-new-tokens", "12", "--json", "--check-lossless")
+    assert status == 0
+    assert json.loads(out)["lossless"] is True
+
+
+def test_bad_search_options_get_status_2(code_trio, capsys, tmp_path):
+    plain_trace = tmp_path / "plain.json"
+    assert run_cli(capsys, "--prompt", "a", *model_args(code_trio), "--max-new-tokens", "2",
+                   "--trace", str(plain_trace))[0] == 0
+    cases = [
+        (["--tree", "dynamic:abc"], "dynamic:NODES"),
+        (["--tree", "ucb", "--arms", "1,1;x"], "branching factors"),
+        (["--tree", "3,2", "--bandit-state", str(plain_trace)], "needs a bandit policy"),
+        (["--tree", "ucb", "--bandit-state", str(plain_trace)], "no bandit statistics"),
+    ]
+    for extra, message in cases:
+        status, out, err = run_cli(capsys, "--prompt", "a", *model_args(code_trio), *extra)
+        assert status == 2, extra
+        assert message in err, (extra, err)

@@ -13,7 +13,7 @@ from mambaviz.drafters.base import Drafter
 from mambaviz.engine import RunSettings, encode_prompt, run
 from mambaviz.errors import MambavizError
 from mambaviz.sampling import SamplingConfig, probabilities
-from mambaviz.search import FixedShape
+from mambaviz.search import FixedShape, ShapePolicy
 from mambaviz.tree import ROOT
 
 VOCAB = 4
@@ -57,19 +57,25 @@ class TableDrafter(Drafter):
 
 
 def table_decode(shape, sampling, generator, with_replacement, prompt=(1,)):
-    """Speculatively decode NEW_TOKENS tokens with the table drafter against the table target."""
+    """Speculatively decode NEW_TOKENS tokens with the table drafter against the table target.
+
+    `shape` is a tree shape or a ShapePolicy, which then picks each step's plan.
+    """
     drafter = TableDrafter(VOCAB, torch.device("cpu"))
     drafter.with_replacement = with_replacement
     drafter.prefill(list(prompt))
     committed = list(prompt)
     while len(committed) - len(prompt) < NEW_TOKENS:
-        tree = drafter.draft(shape, sampling, generator)
+        plan = shape.next_plan() if isinstance(shape, ShapePolicy) else shape
+        tree = drafter.draft(plan, sampling, generator)
         contexts = [tuple(committed)] + [tuple(committed) + tuple(tree.tokens[i] for i in tree.path_to(node))
                                          for node in range(len(tree))]
         target_logits = torch.stack([context_logits(context, salt=0) for context in contexts])
         outcome = verify.accept(tree, target_logits, sampling, generator)
         committed += [tree.tokens[node] for node in outcome.accepted] + [outcome.bonus_token]
         drafter.commit(tree, outcome.accepted, outcome.bonus_token)
+        if isinstance(shape, ShapePolicy):
+            shape.observe(plan, len(outcome.accepted) + 1, 1.0)
     return tuple(committed[len(prompt): len(prompt) + NEW_TOKENS])
 
 

@@ -14,7 +14,7 @@ import torch
 
 from mambaviz.metrics import ForwardClock
 from mambaviz.sampling import SamplingConfig, probabilities
-from mambaviz.tree import ROOT, DraftTree
+from mambaviz.tree import ROOT, DraftTree, ShapePlan, TreePlan
 
 
 class Drafter(ABC):
@@ -67,37 +67,45 @@ class Drafter(ABC):
         self.pending = []
         self.consumed = 0
 
-    def draft(self, shape: tuple[int, ...], sampling: SamplingConfig, generator: torch.Generator | None) -> DraftTree:
-        """Draft a tree of `shape` below the root (the last pending token).
+    def draft(
+        self, plan: TreePlan | tuple[int, ...], sampling: SamplingConfig, generator: torch.Generator | None
+    ) -> DraftTree:
+        """Draft a tree below the root (the last pending token), one depth per drafter forward pass.
 
-        Greedy: each node's children are the drafter's top-k tokens. Sampling: k children are
-        sampled without replacement from the processed drafter distribution, and a node with fewer than
-        k tokens of nonzero probability (after top-k / top-p) gets fewer children. With
-        `with_replacement` they are k i.i.d. draws instead.
+        `plan` (or a plain shape) says how many children each node gets. Greedy: a node's children
+        are the drafter's most likely tokens. Sampling: they are sampled without replacement from the
+        processed drafter distribution, and a node with fewer tokens of nonzero probability (after
+        top-k / top-p) than asked gets fewer children. With `with_replacement` they are i.i.d. draws.
         """
-        tree = DraftTree(root_token=self.pending[-1], shape=tuple(shape), with_replacement=self.with_replacement)
+        plan = plan if isinstance(plan, TreePlan) else ShapePlan(tuple(plan))
+        tree = DraftTree(root_token=self.pending[-1], shape=plan.shape, with_replacement=self.with_replacement)
         logits = self._consume(self.pending)  # [1, v']
         self.consumed += len(self.pending)
         self.pending = []
         self._begin_tree()
 
         frontier = [ROOT]
+        path_probs = torch.ones(1)  # [frontier]
         dists = []
-        for depth, branching in enumerate(shape, start=1):
+        for depth in range(1, plan.max_depth + 1):
             probs = probabilities(logits[:, : self.vocab_size], sampling)  # [frontier, v]
             if not sampling.greedy:
                 for parent in frontier:
                     tree.dist_row[parent] = len(tree.dist_row)
                 dists.append(probs)
-            children = self._choose_children(probs, branching, sampling, generator)
+            counts = plan.branching(depth, path_probs, probs, len(tree))
+            children = self._choose_children(probs, counts, sampling, generator)
             new_nodes = []
             for row, parent in enumerate(frontier):
                 for token, prob in children[row]:
                     new_nodes.append(tree.add(parent, token, prob))
-            if depth == len(shape) or not new_nodes:
+            if not new_nodes or not plan.grows_after(depth, len(tree)):
                 break
             logits = self._extend(tree, new_nodes)
+            for node in new_nodes:
+                tree.fed[node] = True
             frontier = new_nodes
+            path_probs = torch.tensor([tree.path_probs[node] for node in new_nodes])
 
         if dists:
             tree.draft_dists = torch.cat(dists).cpu()  # [expanded positions, v]
@@ -105,37 +113,37 @@ class Drafter(ABC):
 
     def commit(self, tree: DraftTree, accepted: list[int], bonus_token: int) -> None:
         """Keep only the accepted path; the bonus token and any unfed accepted leaf become pending."""
-        fed = [node for node in accepted if self._was_fed(tree, node)]
-        unfed = [tree.tokens[node] for node in accepted if not self._was_fed(tree, node)]
+        fed = [node for node in accepted if tree.fed[node]]
+        unfed = [tree.tokens[node] for node in accepted if not tree.fed[node]]
         self._keep_path(tree, fed)
         self.consumed += len(fed)
         self.pending = unfed + [bonus_token]
 
-    def _was_fed(self, tree: DraftTree, node: int) -> bool:
-        """Whether the node's token went through the drafter (every depth but the tree's last)."""
-        return tree.depths[node] < len(tree.shape)
-
     def _choose_children(
-        self, probs: torch.Tensor, branching: int, sampling: SamplingConfig, generator: torch.Generator | None
+        self, probs: torch.Tensor, counts: list[int], sampling: SamplingConfig, generator: torch.Generator | None
     ) -> list[list[tuple[int, float]]]:
-        """Return, per frontier row of `probs` [f, v], the (token, drafter prob) pairs of its children."""
+        """Return, per frontier row of `probs` [f, v], the (token, drafter prob) pairs of its `counts[row]` children."""
+        widest = min(max(counts, default=0), probs.shape[-1])
+        if widest == 0:
+            return [[] for _ in counts]
         if sampling.greedy:
-            top = torch.topk(probs, min(branching, probs.shape[-1]), dim=-1)
+            top = torch.topk(probs, widest, dim=-1)
             tokens, picked = top.indices.tolist(), top.values.tolist()
-            return [list(zip(row_tokens, row_probs)) for row_tokens, row_probs in zip(tokens, picked)]
+            return [list(zip(tokens[row][:count], picked[row][:count])) for row, count in enumerate(counts)]
 
         support = (probs > 0).sum(dim=-1).tolist()
         if self.with_replacement:
-            sampled = torch.multinomial(probs, branching, replacement=True, generator=generator)  # [f, k]
-        elif min(support) >= branching:
-            sampled = torch.multinomial(probs, branching, replacement=False, generator=generator)  # [f, k]
+            sampled = [torch.multinomial(row, count, replacement=True, generator=generator) if count else []
+                       for row, count in zip(probs, counts)]
+        elif len(set(counts)) == 1 and min(support) >= widest:
+            sampled = torch.multinomial(probs, widest, replacement=False, generator=generator)  # [f, k]
         else:
             sampled = [
-                torch.multinomial(row, min(branching, count), replacement=False, generator=generator)
-                for row, count in zip(probs, support)
+                torch.multinomial(row, min(count, available), replacement=False, generator=generator) if count else []
+                for row, count, available in zip(probs, counts, support)
             ]
         children = []
         for row, row_tokens in enumerate(sampled):
-            row_tokens = row_tokens.tolist()
+            row_tokens = row_tokens.tolist() if isinstance(row_tokens, torch.Tensor) else row_tokens
             children.append(list(zip(row_tokens, probs[row, row_tokens].tolist())))
         return children

@@ -9,13 +9,13 @@ import torch
 
 from mambaviz.drafters.base import Drafter
 from mambaviz.sampling import SamplingConfig
-from mambaviz.tree import DraftTree
+from mambaviz.tree import DraftTree, TreePlan
 
 
 class NoDrafter(Drafter):
     name = "none"
 
-    def draft(self, shape: tuple[int, ...], sampling: SamplingConfig, generator: torch.Generator | None) -> DraftTree:
+    def draft(self, plan: TreePlan | tuple[int, ...], sampling: SamplingConfig, generator: torch.Generator | None) -> DraftTree:
         return DraftTree(root_token=self.pending[-1], shape=())
 
     def commit(self, tree: DraftTree, accepted: list[int], bonus_token: int) -> None:
