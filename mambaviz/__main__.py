@@ -1,4 +1,4 @@
-"""Command-line entry point: `python -m mambaviz {generate,train,...}`."""
+"""Command-line entry point: `python -m mambaviz {generate,train,bench,bench-context}`."""
 
 import argparse
 import logging
@@ -8,13 +8,15 @@ from mambaviz.errors import MambavizError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mambaviz import cli_generate, train
+    from mambaviz import bench, cli_generate, train
 
     parser = argparse.ArgumentParser(prog="python -m mambaviz", description=__doc__)
     parser.add_argument("--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING)")
     commands = parser.add_subparsers(dest="command", required=True)
     cli_generate.add_arguments(commands.add_parser("generate", help="run speculative decoding on one prompt"))
     train.add_arguments(commands.add_parser("train", help="train the bundled models from scratch"))
+    bench.add_bench_arguments(commands.add_parser("bench", help="benchmark drafters and tree policies on prompts"))
+    bench.add_context_arguments(commands.add_parser("bench-context", help="drafting time and cache bytes against context length"))
     return parser
 
 
