@@ -320,18 +320,24 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> float:
-    """Return the mean next-token cross-entropy (nats per token) over `windows`, in fp32."""
+def evaluate_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> tuple[float, torch.Tensor]:
+    """Measure the mean next-token cross-entropy (nats per token) over `windows` in fp32.
+
+    Returns:
+        The loss and the model's greedy (argmax) prediction at every position, shape (windows, l).
+    """
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    predictions = []
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
         logits = model_logits(model, batch[:, :-1])  # (b, l, v)
         total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
         count += batch[:, 1:].numel()
+        predictions.append(logits.argmax(dim=-1))  # (b, l)
     model.train(was_training)
-    return total / count
+    return total / count, torch.cat(predictions)
 
 
 # ---------------------------------------------------------------- training
@@ -561,12 +567,20 @@ def export_models(models: dict, records: dict, preset: SizePreset, settings: Run
     (output / "corpus_manifest.json").write_text(json.dumps(data.manifest, indent=1))
 
     losses = {}
+    heldout_predictions = {}
     for name, model in models.items():
-        losses[name] = {
-            "train": evaluate_loss(model, train_windows, preset.batch_size),
-            "heldout": evaluate_loss(model, heldout_windows, preset.batch_size),
-        }
-        logger.info("%s: train loss %.4f, held-out loss %.4f nats/token", name, losses[name]["train"], losses[name]["heldout"])
+        train_loss, _ = evaluate_loss(model, train_windows, preset.batch_size)
+        heldout_loss, heldout_predictions[name] = evaluate_loss(model, heldout_windows, preset.batch_size)
+        losses[name] = {"train": train_loss, "heldout": heldout_loss}
+        logger.info("%s: train loss %.4f, held-out loss %.4f nats/token", name, train_loss, heldout_loss)
+
+    # Top-1 agreement with the target under teacher forcing: the chance that a greedy drafter's token is
+    # accepted at a position whose prefix the target already accepted.
+    for name in models:
+        agreement = (heldout_predictions[name] == heldout_predictions["target"]).float().mean().item()
+        losses[name]["agreement"] = agreement
+        if name != "target":
+            logger.info("%s: top-1 agreement with the target on held-out tokens %.1f%%", name, 100 * agreement)
 
     for name, model in models.items():
         folder = output / name
@@ -608,7 +622,9 @@ def model_card(name, model, record: TrainingRecord, losses: dict, preset, settin
         )
     splits = manifest["splits"]
     loss_rows = "\n".join(
-        f"| {other} | {losses[other]['train']:.4f} | {losses[other]['heldout']:.4f} |" for other in MODEL_NAMES if other in losses
+        f"| {other} | {losses[other]['train']:.4f} | {losses[other]['heldout']:.4f} | {100 * losses[other]['agreement']:.1f}% |"
+        for other in MODEL_NAMES
+        if other in losses
     )
     reproduce = f"python -m mambaviz train --size {settings.size} --seed {settings.seed} --target-tokens {settings.target_tokens} --drafter-tokens {settings.drafter_tokens} --distill-weight {settings.distill_weight:g} --precision {settings.precision}"
     if settings.max_files is not None:
@@ -643,9 +659,11 @@ writes plausible Python but is no general-purpose code model.
 ## Loss (nats per token)
 
 Measured after training in fp32 on {train_windows.numel() - len(train_windows):,} train tokens and {heldout_windows.numel() - len(heldout_windows):,} held-out tokens, windows of {preset.context_length}.
+Top-1 agreement is how often a model's argmax equals the target's argmax given the true prefix: an
+estimate of a greedy drafter's per-token acceptance rate.
 
-| model | train | held-out |
-| --- | --- | --- |
+| model | train | held-out | top-1 agreement with the target (held-out) |
+| --- | --- | --- | --- |
 {loss_rows}
 
 ## Speculative decoding on held-out prompts

@@ -50,7 +50,7 @@ def card_losses(name):
     """Read (train, held-out) losses of every model from the loss table of `name`'s model card."""
     card = (MODELS / name / "README.md").read_text()
     losses = {}
-    for match in re.finditer(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \|$", card, flags=re.MULTILINE):
+    for match in re.finditer(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \|", card, flags=re.MULTILINE):
         losses[match.group(1)] = (float(match.group(2)), float(match.group(3)))
     return losses
 
