@@ -23,6 +23,7 @@ batch axis, so every node keeps the state after consuming its own token.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -59,23 +60,77 @@ class MambaState:
         return tensor_bytes(self.conv, self.ssm)
 
 
+@dataclass
+class LayerWeights:
+    """One Mamba block's parameters as plain tensors, so a step calls no nn.Module."""
+
+    norm_weight: torch.Tensor  # [d]
+    norm_eps: float
+    residual_in_fp32: bool
+    in_weight: torch.Tensor  # [2e, d]
+    in_bias: torch.Tensor | None
+    conv_weight: torch.Tensor  # [e, k]
+    conv_bias: torch.Tensor | None
+    x_weight: torch.Tensor  # [r + 2n, d]
+    dt_weight: torch.Tensor  # [e, r]
+    dt_bias: torch.Tensor  # [e]
+    A: torch.Tensor  # [e, n] fp32, A = -exp(A_log)
+    D: torch.Tensor  # [e]
+    out_weight: torch.Tensor  # [d, e]
+    out_bias: torch.Tensor | None
+
+    @classmethod
+    def of(cls, block) -> LayerWeights:
+        mixer = block.mixer
+        return cls(
+            norm_weight=block.norm.weight.detach(),
+            norm_eps=block.norm.variance_epsilon,
+            residual_in_fp32=block.residual_in_fp32,
+            in_weight=mixer.in_proj.weight.detach(),
+            in_bias=_detached(mixer.in_proj.bias),
+            conv_weight=mixer.conv1d.weight.detach()[:, 0, :],
+            conv_bias=_detached(mixer.conv1d.bias),
+            x_weight=mixer.x_proj.weight.detach(),
+            dt_weight=mixer.dt_proj.weight.detach(),
+            dt_bias=mixer.dt_proj.bias.detach(),
+            A=-torch.exp(mixer.A_log.detach().float()),
+            D=mixer.D.detach(),
+            out_weight=mixer.out_proj.weight.detach(),
+            out_bias=_detached(mixer.out_proj.bias),
+        )
+
+
+def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach()
+
+
+def rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as MambaRMSNorm computes it: in fp32, the result cast back to the input dtype."""
+    hidden32 = hidden.float()
+    normed = hidden32 * torch.rsqrt(hidden32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(hidden.dtype)
+
+
 class MambaStepper:
-    """Runs the recurrent step of every layer of a `MambaForCausalLM` on its own parameters."""
+    """Runs the recurrent step of every layer of a `MambaForCausalLM` on its own parameters.
+
+    The step calls tensor functions directly rather than the model's modules: at batch sizes of a
+    few tree nodes on CPU the per-call overhead, not arithmetic, sets the drafting time.
+    """
 
     def __init__(self, model, use_cuda_kernels: bool = True):
         config = model.config
-        self.model = model
-        self.backbone = model.backbone
-        self.layers = [block for block in self.backbone.layers]
+        backbone = model.backbone
+        self.layers = [LayerWeights.of(block) for block in backbone.layers]
+        self.embeddings = backbone.embeddings.weight.detach()  # [v, d]
+        self.norm_f_weight = backbone.norm_f.weight.detach()
+        self.norm_f_eps = backbone.norm_f.variance_epsilon
+        self.head = model.lm_head.weight.detach()  # [v, d]
         self.d_state = config.state_size
         self.d_conv = config.conv_kernel
         self.d_inner = config.intermediate_size
         self.dt_rank = int(config.time_step_rank)
-        param = next(model.parameters())
-        self.device, self.dtype = param.device, param.dtype
-        # A = -exp(A_log) per layer, computed once: [e, n] in fp32 like the reference.
-        self.A = [-torch.exp(block.mixer.A_log.detach().float()) for block in self.layers]
-        self.conv_weights = [block.mixer.conv1d.weight.detach()[:, 0, :] for block in self.layers]  # [e, k]
+        self.device, self.dtype = self.embeddings.device, self.embeddings.dtype
 
         self.selective_state_update, self.causal_conv1d_update = (None, None)
         if use_cuda_kernels and self.device.type == "cuda":
@@ -92,48 +147,49 @@ class MambaStepper:
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
         """Consume one token per row: tokens [b] → logits [b, v] and the new state (the input is untouched)."""
-        hidden = self.backbone.embeddings(tokens)  # [b, d]
+        hidden = F.embedding(tokens, self.embeddings)  # [b, d]
         new_conv, new_ssm = [], []
         # Dtypes follow MambaBlock: the residual stream may stay fp32 while layers run in the model dtype.
-        for index, block in enumerate(self.layers):
-            residual = hidden.float() if block.residual_in_fp32 else hidden
-            normed = block.norm(hidden.to(block.norm.weight.dtype))
-            mixed, conv, ssm = self._mixer_step(index, block.mixer, normed, state.conv[index], state.ssm[index])
+        for index, layer in enumerate(self.layers):
+            residual = hidden.float() if layer.residual_in_fp32 else hidden
+            normed = rms_norm(hidden.to(layer.norm_weight.dtype), layer.norm_weight, layer.norm_eps)
+            mixed, conv, ssm = self._mixer_step(layer, normed, state.conv[index], state.ssm[index])
             hidden = residual + mixed  # [b, d]
             new_conv.append(conv)
             new_ssm.append(ssm)
-        hidden = self.backbone.norm_f(hidden)
-        logits = self.model.lm_head(hidden.to(self.dtype)).float()  # [b, v]
+        hidden = rms_norm(hidden, self.norm_f_weight, self.norm_f_eps)
+        logits = F.linear(hidden.to(self.dtype), self.head).float()  # [b, v]
         return logits, MambaState(torch.stack(new_conv), torch.stack(new_ssm))
 
-    def _mixer_step(self, index: int, mixer, hidden: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
-        x, z = mixer.in_proj(hidden).chunk(2, dim=-1)  # [b, e] each
+    def _mixer_step(self, layer: LayerWeights, hidden: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
+        x, z = F.linear(hidden, layer.in_weight, layer.in_bias).chunk(2, dim=-1)  # [b, e] each
 
         if self.causal_conv1d_update is not None:
             conv = conv.clone()  # the kernel updates the window in place
-            x = self.causal_conv1d_update(x, conv, self.conv_weights[index], mixer.conv1d.bias, "silu")
+            x = self.causal_conv1d_update(x, conv, layer.conv_weight, layer.conv_bias, "silu")
         else:
             conv = torch.cat([conv[:, :, 1:], x.unsqueeze(-1)], dim=-1)  # [b, e, k]
-            x = (conv * self.conv_weights[index]).sum(dim=-1)  # [b, e]
-            if mixer.conv1d.bias is not None:
-                x = x + mixer.conv1d.bias
+            x = (conv * layer.conv_weight).sum(dim=-1)  # [b, e]
+            if layer.conv_bias is not None:
+                x = x + layer.conv_bias
             x = F.silu(x)
 
-        dt, B, C = torch.split(mixer.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = dt @ mixer.dt_proj.weight.T  # [b, e], bias added with the softplus below
+        dt, B, C = torch.split(F.linear(x, layer.x_weight), [self.dt_rank, self.d_state, self.d_state], dim=-1)
 
         if self.selective_state_update is not None:
+            dt = F.linear(dt, layer.dt_weight)  # [b, e], the kernel adds the bias before its softplus
             ssm = ssm.clone()  # the kernel updates the state in place
             y = self.selective_state_update(
-                ssm, x, dt, self.A[index], B, C, mixer.D, z=z, dt_bias=mixer.dt_proj.bias, dt_softplus=True
+                ssm, x, dt, layer.A, B, C, layer.D, z=z, dt_bias=layer.dt_bias, dt_softplus=True
             )
         else:
-            dt = F.softplus((dt + mixer.dt_proj.bias).float())  # [b, e]
-            decay = torch.exp(dt.unsqueeze(-1) * self.A[index])  # [b, e, n]
-            ssm = ssm * decay + (dt * x.float()).unsqueeze(-1) * B.float().unsqueeze(1)  # [b, e, n]
-            y = (ssm @ C.float().unsqueeze(-1)).squeeze(-1)  # [b, e]
-            y = (y + x.float() * mixer.D.float()) * F.silu(z.float())
-        return mixer.out_proj(y.to(hidden.dtype)), conv, ssm
+            dt = F.softplus(F.linear(dt, layer.dt_weight, layer.dt_bias).float())  # [b, e]
+            x32 = x.float()
+            decay = torch.exp(dt.unsqueeze(-1) * layer.A)  # [b, e, n]
+            ssm = torch.addcmul(ssm * decay, (dt * x32).unsqueeze(-1), B.float().unsqueeze(1))  # [b, e, n]
+            y = torch.bmm(ssm, C.float().unsqueeze(-1)).squeeze(-1)  # [b, e]
+            y = torch.addcmul(y, x32, layer.D.float()) * F.silu(z.float())
+        return F.linear(y.to(hidden.dtype), layer.out_weight, layer.out_bias), conv, ssm
 
 
 class MambaDrafter(Drafter):
