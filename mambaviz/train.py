@@ -18,8 +18,6 @@ import json
 import logging
 import math
 import os
-import platform
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,11 +38,10 @@ from transformers import (
 
 from mambaviz import corpus
 from mambaviz.errors import MambavizError
-from mambaviz.scan import mamba_training_forward
+from mambaviz.bundle import MODEL_NAMES, count_parameters, export_models, model_logits
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("target", "mamba", "transformer")
 CHECKPOINT_FORMAT = 1
 
 
@@ -187,7 +184,10 @@ def run(args: argparse.Namespace) -> int:
 
     models = {"target": target, **drafters}
     records = {"target": target_record, "mamba": drafter_record, "transformer": drafter_record}
-    export_models(models, records, preset, settings, data, args.output)
+    train_windows = evaluation_windows(data.train_tokens, preset.context_length, preset.eval_tokens)
+    heldout_windows = evaluation_windows(data.heldout_tokens, preset.context_length, preset.eval_tokens)
+    prompts = [json.loads(line)["prompt"] for line in args.prompts.read_text(encoding="utf-8").splitlines()]
+    export_models(models, records, preset, settings, data, args.output, train_windows, heldout_windows, prompts)
     return 0
 
 
@@ -305,39 +305,6 @@ def new_model(config, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     model_class = MambaForCausalLM if isinstance(config, MambaConfig) else GPTNeoXForCausalLM
     return model_class(config).float()
-
-
-def model_logits(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Return (batch, length, vocab) float32 logits; Mamba models go through the chunked scan."""
-    if isinstance(model, MambaForCausalLM):
-        return mamba_training_forward(model, input_ids)
-    return model(input_ids=input_ids).logits.float()
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Count distinct parameters, so a tied embedding and output head count once."""
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int) -> tuple[float, torch.Tensor]:
-    """Measure the mean next-token cross-entropy (nats per token) over `windows` in fp32.
-
-    Returns:
-        The loss and the model's greedy (argmax) prediction at every position, shape (windows, l).
-    """
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    predictions = []
-    for start in range(0, len(windows), batch_size):
-        batch = windows[start : start + batch_size]
-        logits = model_logits(model, batch[:, :-1])  # (b, l, v)
-        total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
-        count += batch[:, 1:].numel()
-        predictions.append(logits.argmax(dim=-1))  # (b, l)
-    model.train(was_training)
-    return total / count, torch.cat(predictions)
 
 
 # ---------------------------------------------------------------- training
@@ -556,120 +523,3 @@ def train_drafters(preset, settings, data, target, checkpoints: Path, checkpoint
     return drafters, record
 
 
-# ---------------------------------------------------------------- export
-
-
-def export_models(models: dict, records: dict, preset: SizePreset, settings: RunSettings, data: PreparedData, output: Path) -> None:
-    """Measure each model's losses, then write it as fp16 safetensors with the tokenizer and a model card."""
-    train_windows = evaluation_windows(data.train_tokens, preset.context_length, preset.eval_tokens)
-    heldout_windows = evaluation_windows(data.heldout_tokens, preset.context_length, preset.eval_tokens)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "corpus_manifest.json").write_text(json.dumps(data.manifest, indent=1))
-
-    losses = {}
-    heldout_predictions = {}
-    for name, model in models.items():
-        train_loss, _ = evaluate_loss(model, train_windows, preset.batch_size)
-        heldout_loss, heldout_predictions[name] = evaluate_loss(model, heldout_windows, preset.batch_size)
-        losses[name] = {"train": train_loss, "heldout": heldout_loss}
-        logger.info("%s: train loss %.4f, held-out loss %.4f nats/token", name, train_loss, heldout_loss)
-
-    # Top-1 agreement with the target under teacher forcing: the chance that a greedy drafter's token is
-    # accepted at a position whose prefix the target already accepted.
-    for name in models:
-        agreement = (heldout_predictions[name] == heldout_predictions["target"]).float().mean().item()
-        losses[name]["agreement"] = agreement
-        if name != "target":
-            logger.info("%s: top-1 agreement with the target on held-out tokens %.1f%%", name, 100 * agreement)
-
-    for name, model in models.items():
-        folder = output / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        half = type(model)(model.config)
-        half.load_state_dict(model.state_dict())
-        half = half.to(torch.float16)
-        half.config.dtype = torch.float16
-        half.save_pretrained(folder, safe_serialization=True)
-        data.tokenizer.save_pretrained(folder)
-        card = model_card(name, model, records[name], losses, preset, settings, data.manifest, train_windows, heldout_windows)
-        (folder / "README.md").write_text(card)
-        logger.info("wrote %s model to %s", name, folder)
-
-
-def model_card(name, model, record: TrainingRecord, losses: dict, preset, settings, manifest, train_windows, heldout_windows) -> str:
-    """Write the README.md of one exported model: data, parameters, training and measured losses."""
-    roles = {
-        "target": "This is the target, the model whose output speculative decoding reproduces exactly.",
-        "mamba": "This is the Mamba drafter, which proposes draft trees for the bundled target.",
-        "transformer": "This is the Transformer drafter, the baseline of about the same size as the Mamba drafter.",
-    }
-    architecture = type(model).__name__
-    config = model.config
-    if architecture == "MambaForCausalLM":
-        shape = f"hidden size {config.hidden_size}, {config.num_hidden_layers} layer(s), state size {config.state_size}, expand {config.expand}, conv kernel {config.conv_kernel}, tied embeddings"
-    else:
-        shape = f"hidden size {config.hidden_size}, {config.num_hidden_layers} layer(s), {config.num_attention_heads} heads, context {config.max_position_embeddings}, parallel residual, rotary on 25% of each head, untied output head"
-    if record.distill_weight is None:
-        objective = "next-token cross-entropy on the training tokens."
-    elif record.distill_weight == 0:
-        objective = "next-token cross-entropy only (no distillation)."
-    else:
-        objective = (
-            f"distilled from the bundled target: {record.distill_weight:g} x KL(target || drafter) over the full "
-            f"vocabulary + {1 - record.distill_weight:g} x next-token cross-entropy. Both drafters were trained "
-            "together on identical batches with identical loss, schedule and optimizer."
-        )
-    splits = manifest["splits"]
-    loss_rows = "\n".join(
-        f"| {other} | {losses[other]['train']:.4f} | {losses[other]['heldout']:.4f} | {100 * losses[other]['agreement']:.1f}% |"
-        for other in MODEL_NAMES
-        if other in losses
-    )
-    reproduce = f"python -m mambaviz train --size {settings.size} --seed {settings.seed} --target-tokens {settings.target_tokens} --drafter-tokens {settings.drafter_tokens} --distill-weight {settings.distill_weight:g} --precision {settings.precision}"
-    if settings.max_files is not None:
-        reproduce += f" --max-files {settings.max_files}"
-    return f"""# mambaviz bundled model: {name}
-
-{roles[name]} It is a tiny model trained from scratch so that mambaviz can run offline; it
-writes plausible Python but is no general-purpose code model.
-
-## Model
-
-- Architecture: `{architecture}` ({config.model_type}), {shape}.
-- Parameters: {count_parameters(model):,}.
-- Vocabulary: {config.vocab_size} tokens, byte-level BPE trained on the training split; `<|endoftext|>` (id {config.eos_token_id}) ends each file.
-- Weights: safetensors in float16; load with `AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)` for CPU use.
-
-## Data
-
-- The `.py` files of the Python {manifest['python_version']} standard library (site-packages excluded): {manifest['files']} files, {manifest['bytes']:,} bytes.
-- Split by SHA-256 of each file's relative path: {splits['train']['files']} train files ({splits['train']['bytes']:,} bytes), {splits['heldout']['files']} held-out files ({splits['heldout']['bytes']:,} bytes).
-- Corpus manifest SHA-256: `{manifest['sha256']}` (file list in `../corpus_manifest.json`).
-
-## Training
-
-- Objective: {objective}
-- Tokens seen: {record.tokens:,} in {record.steps} steps of {record.batch_size} x {record.context_length} tokens, random windows of the training stream.
-- Optimizer: AdamW (betas 0.9, 0.95, weight decay 0.1 on weight matrices), peak learning rate {record.learning_rate:g}, 5% linear warmup, cosine decay to 10%, gradient clipping at 1.0.
-- Precision: {settings.precision} autocast{' with fp32 master weights' if settings.precision == 'bf16' else ''}; seed {settings.seed}.
-- Wall time of this training phase{' (both drafters together, target forward included)' if record.distill_weight is not None else ''}: {record.wall_seconds / 60:.1f} minutes on {platform.machine()} with {torch.get_num_threads()} torch threads (torch {torch.__version__}).
-- Reproduce all three models: `{reproduce}`
-
-## Loss (nats per token)
-
-Measured after training in fp32 on {train_windows.numel() - len(train_windows):,} train tokens and {heldout_windows.numel() - len(heldout_windows):,} held-out tokens, windows of {preset.context_length}.
-Top-1 agreement is how often a model's argmax equals the target's argmax given the true prefix: an
-estimate of a greedy drafter's per-token acceptance rate.
-
-| model | train | held-out | top-1 agreement with the target (held-out) |
-| --- | --- | --- | --- |
-{loss_rows}
-
-## Speculative decoding on held-out prompts
-
-<!-- Filled in from mambaviz engine measurements: mean accepted length for a greedy chain of 5 and for
-tree shape (3,2,2,1,1), and tokens/s against the target alone. -->
-
-Not measured yet.
-"""

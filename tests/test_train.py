@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXForCausalLM, MambaForCausalLM
 
 from mambaviz import corpus
+from mambaviz.bundle import greedy_accepted_length
 from mambaviz.__main__ import main
 from mambaviz.scan import mamba_training_forward
 
@@ -182,3 +183,20 @@ def test_invalid_option_exits_with_status_2(tmp_path, capsys, option, value):
 
     assert main(argv) == 2
     assert value in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("ranks", "tree_shape", "expected"),
+    [
+        # Chain of 5: positions 0-1 accepted, rank 1 at position 2 rejected and replaced by the bonus token,
+        # then the last 4 positions accepted with no room left for a bonus token.
+        ([0, 0, 1, 0, 0, 0, 0], (1, 1, 1, 1, 1), (7, 2)),
+        # The tree keeps the rank-1 token at depth 3 (3 children at depth 1, 2 at depths 2 and 3).
+        ([0, 0, 1, 0, 0, 0, 0], (3, 2, 2, 1, 1), (7, 2)),
+        ([2, 1, 1, 3, 0, 0], (3, 2, 2, 1, 1), (6, 2)),
+        ([2, 1, 1, 3, 0, 0], (1, 1, 1, 1, 1), (6, 5)),
+        ([5, 5, 5], (1, 1, 1, 1, 1), (3, 3)),
+    ],
+)
+def test_greedy_accepted_length_walks_steps(ranks, tree_shape, expected):
+    assert greedy_accepted_length(torch.tensor(ranks), tree_shape) == expected
