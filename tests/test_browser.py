@@ -1,0 +1,101 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright against the app on loopback.
+
+Runs a generation, waits for the draft tree plot, walks the steps with the slider and the buttons,
+replays a trace whose token is an HTML tag, opens the Compare tab and saves screenshots. Set
+MAMBAVIZ_SCREENSHOT_DIR to keep the screenshots; otherwise they go to the test's temporary folder.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import serve
+from tests.trace_factory import ATTACK, make_step, make_trace
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} not found: install Debian's chromium package to run browser tests")
+
+
+@pytest.fixture(scope="module")
+def page(code_trio):
+    from playwright.sync_api import sync_playwright
+
+    profile = tempfile.mkdtemp(prefix="mambaviz-chromium-")
+    with serve(code_trio) as url, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.wait_for_selector("#generate")
+        yield page
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def screenshot_dir(tmp_path_factory) -> Path:
+    folder = os.environ.get("MAMBAVIZ_SCREENSHOT_DIR")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tree_title(page) -> str:
+    return page.locator("#tree-plot .gtitle").text_content()
+
+
+def test_generation_draws_tree_and_slider_walks_steps(page, screenshot_dir):
+    page.locator("#prompt textarea").fill("def add(a, b):\n    return")
+    page.locator("#generate").click()
+    page.wait_for_function("document.querySelector('#mambaviz-status').innerText.startsWith('Done')")
+    page.wait_for_selector("#tree-plot .main-svg")
+    assert page.locator("#output-text [data-origin]").count() == 64
+    steps = int(page.locator("#step-slider input[type=number]").input_value())
+    assert tree_title(page).startswith(f"Step {steps} of ")
+
+    page.locator("#step-slider input[type=range]").fill("1")
+    page.wait_for_function("document.querySelector('#tree-plot .gtitle').textContent.startsWith('Step 1 of')")
+    page.get_by_role("button", name="Next ▶").click()
+    page.wait_for_function("document.querySelector('#tree-plot .gtitle').textContent.startsWith('Step 2 of')")
+    assert page.locator("#step-slider input[type=number]").input_value() == "2"
+    legend = page.locator("#tree-plot .legend").text_content()
+    for entry in ("accepted path", "root (last committed token)", "bonus token"):
+        assert entry in legend
+    page.screenshot(path=str(screenshot_dir / "tree.png"), full_page=True)
+
+
+def test_replayed_html_token_shows_as_text(page, tmp_path):
+    trace = make_trace([make_step(committed_text=[" add", ATTACK, "x"])], prompt="def")
+    path = tmp_path / "attack.json"
+    trace.save(path)
+    with page.expect_file_chooser() as chooser:
+        page.locator("#replay-trace").click()
+    chooser.value.set_files(str(path))
+    page.wait_for_function("document.querySelector('#mambaviz-status').innerText.startsWith('Replaying')")
+    page.wait_for_function("document.querySelector('#tree-plot .gtitle').textContent.startsWith('Step 1 of 1')")
+
+    assert page.locator('img[src="x"]').count() == 0
+    assert ATTACK in page.locator("#output-text").inner_text()
+    labels = page.locator("#tree-plot .textpoint").all_text_contents()
+    assert "<img␣src=x␣…" in labels
+
+
+def test_compare_tab_runs_three_drafters(page, screenshot_dir):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelector('#compare-status').innerText.startsWith('Done')",
+                           timeout=120_000)
+    table = page.locator("#compare-table").inner_text()
+    for run in ("Mamba drafter", "Transformer drafter", "target alone"):
+        assert run in table
+    assert "identical" in page.locator("#greedy-check").inner_text()
+    page.screenshot(path=str(screenshot_dir / "compare.png"), full_page=True)
