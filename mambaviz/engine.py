@@ -62,7 +62,8 @@ def encode_prompt(models: ModelSet, prompt: str) -> list[int]:
     """Tokenize `prompt`, rejecting an empty prompt or one that leaves no room in the target's context."""
     if not prompt or not prompt.strip():
         raise MambavizError("The prompt is empty; enter some text to continue.")
-    ids = models.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # The tokenizer's own special tokens (a BOS for Llama-style tokenizers) are kept, as in the models' training.
+    ids = models.tokenizer(prompt)["input_ids"]
     if not ids:
         raise MambavizError("The prompt encodes to no tokens; enter some text to continue.")
     if models.max_context is not None and len(ids) >= models.max_context:
