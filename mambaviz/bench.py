@@ -26,7 +26,7 @@ from mambaviz.engine import RunSettings, run
 from mambaviz.errors import MambavizError
 from mambaviz.models import ASSETS, DRAFTER_NAMES, load_model_set
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import REWARDS, build_policy
+from mambaviz.search import REWARDS, ShapeBandit, build_policy
 from mambaviz.trace import summarize
 from mambaviz.tree import parse_shape
 
@@ -116,18 +116,29 @@ def configurations(drafters: list[str], trees: list[str]) -> list[tuple[str, str
     return configs
 
 
-def run_benchmark(models, prompts, configs, settings: dict[str, Any], arms: str | None, reward: str) -> list[dict]:
-    """Run every configuration on every prompt, interleaved, and return one record per run."""
+def run_benchmark(
+    models, prompts, configs, settings: dict[str, Any], arms: str | None, reward: str, carry_bandit: bool = False
+) -> list[dict]:
+    """Run every configuration on every prompt, interleaved, and return one record per run.
+
+    With `carry_bandit`, each bandit run starts from the arm statistics its configuration reached on
+    the previous prompt, as a long-running server's bandit would; otherwise every run starts afresh.
+    """
     sampling = SamplingConfig(settings["temperature"], settings["top_k"], settings["top_p"])
     records = []
+    bandit_state: dict[tuple[str, str], dict] = {}
     progress = tqdm(total=len(prompts) * len(configs), desc="bench", unit="run")
     for index, entry in enumerate(prompts):
         rotation = index % len(configs)
         for drafter, tree in configs[rotation:] + configs[:rotation]:
-            policy = build_policy("1" if tree == "-" else tree, arms, reward, settings["seed"])
+            policy = build_policy("1" if tree == "-" else tree, arms, reward, settings["seed"] + index)
+            if carry_bandit and isinstance(policy, ShapeBandit) and (drafter, tree) in bandit_state:
+                policy.load_statistics(bandit_state[(drafter, tree)])
             run_settings = RunSettings(drafter, settings["max_new_tokens"], sampling, settings["seed"])
             trace = run(models, entry["prompt"], run_settings, policy)
             figures = summarize(trace)
+            if isinstance(policy, ShapeBandit) and trace.steps:
+                bandit_state[(drafter, tree)] = trace.steps[-1].policy
             drafted = sum(len(step.nodes) for step in trace.steps)
             records.append({
                 "prompt_index": index,
@@ -288,6 +299,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tree policies separated by ';': shapes, ucb, thompson or dynamic:NODES")
     parser.add_argument("--arms", help="bandit arm pool, shapes separated by ';'")
     parser.add_argument("--reward", default="tokens_per_second", choices=REWARDS, help="bandit reward")
+    parser.add_argument("--carry-bandit", action="store_true",
+                        help="start each bandit run from the statistics of the same configuration on the previous prompt")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -314,7 +327,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 "top_p": args.top_p, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
                 "models": models.locations, "device": str(models.device)}
     configs = configurations(drafters, trees)
-    records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward)
+    settings["carry_bandit"] = args.carry_bandit
+    records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward, args.carry_bandit)
     rows = summarize_runs(records)
     verdicts = bandit_verdicts(rows)
 

@@ -61,7 +61,8 @@ def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
     out = tmp_path / "out"
     status = main(["bench", "--target", code_trio["target"], "--mamba", code_trio["mamba"], "--transformer",
                    code_trio["transformer"], "--device", "cpu", "--prompts", str(prompts), "--limit", "3",
-                   "--trees", "1,1,1;2,2;ucb", "--arms", "1,1,1;2,2", "--max-new-tokens", "10", "--out", str(out)])
+                   "--trees", "1,1,1;2,2;ucb", "--arms", "1,1,1;2,2", "--max-new-tokens", "10", "--carry-bandit",
+                   "--out", str(out)])
     assert status == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results["runs"]) == 3 * (2 * 3 + 1)
@@ -69,6 +70,11 @@ def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
     assert [run["prompt_index"] for run in results["runs"]] == [0] * 7 + [1] * 7 + [2] * 7
     assert results["runs"][0]["drafter"] != results["runs"][7]["drafter"] or \
         results["runs"][0]["tree"] != results["runs"][7]["tree"]
+    bandit_pulls = [sum(run["bandit"]["pulls"]) for run in results["runs"] if run["tree"] == "ucb" and
+                    run["drafter"] == "mamba"]
+    assert bandit_pulls == sorted(bandit_pulls)
+    assert bandit_pulls[-1] == sum(run["steps"] for run in results["runs"] if run["tree"] == "ucb" and
+                                   run["drafter"] == "mamba")
     summary = {(row["drafter"], row["tree"]): row for row in results["summary"]}
     assert summary[("none", "-")]["median_speedup"] == pytest.approx(1.0)
     assert all(row["same_output_as_target"] for row in results["summary"])
