@@ -191,3 +191,12 @@ def test_download_file_is_a_loadable_trace(client, code_trio):
     path = Path(download["value"])
     assert path.name.startswith("mambaviz-none-")
     assert Trace.load(path).settings["drafter"] == "none"
+
+
+@pytest.mark.parametrize("tree, phrase", [("ucb", "ucb bandit chose"), ("dynamic:16", "dynamic tree of at most 16 nodes")])
+def test_generate_with_adaptive_policy(client, code_trio, tree, phrase):
+    status, output, figure, slider, details, *rest, download = client.predict(
+        *run_inputs(code_trio, tree=tree), api_name="/generate")
+    assert status.startswith("**Done**")
+    assert phrase in details
+    assert downloaded_trace(download).settings["tree"].startswith(tree.split(":")[0])

@@ -53,7 +53,7 @@ def tree_title(page) -> str:
     return page.locator("#tree-plot .gtitle").text_content()
 
 
-def test_generation_draws_tree_and_slider_walks_steps(page, screenshot_dir):
+def test_generation_tree_and_step_controls(page, screenshot_dir):
     page.locator("#prompt textarea").fill("def add(a, b):\n    return")
     page.locator("#generate").click()
     page.wait_for_function("document.querySelector('#mambaviz-status').innerText.startsWith('Done')")
@@ -67,6 +67,12 @@ def test_generation_draws_tree_and_slider_walks_steps(page, screenshot_dir):
     page.get_by_role("button", name="Next ▶").click()
     page.wait_for_function("document.querySelector('#tree-plot .gtitle').textContent.startsWith('Step 2 of')")
     assert page.locator("#step-slider input[type=number]").input_value() == "2"
+
+    page.locator("#play").click()
+    page.wait_for_function("document.querySelector('#tree-plot .gtitle').textContent.startsWith('Step 4 of')")
+    page.locator("#play").click()
+    page.wait_for_function("document.querySelector('#play').innerText.includes('Play')")
+
     legend = page.locator("#tree-plot .legend").text_content()
     for entry in ("accepted path", "root (last committed token)", "bonus token"):
         assert entry in legend

@@ -223,7 +223,7 @@ def test_run_charts_plot_accepted_length_cache_and_progress():
     assert "τ = 3.00" in accepted.data[0].name
     cache = cache_figure([("mamba", trace)])
     assert list(cache.data[0].x) == [8, 11]
-    assert list(cache.data[0].y) == [1000, 2000]
+    assert list(cache.data[0].y) == pytest.approx([1000 / 2**20, 2000 / 2**20])
     assert cache.data[1].name == "target KV cache"
     progress = progress_figure([("mamba", trace)])
     assert list(progress.data[0].y) == [0, 3, 6]
@@ -260,3 +260,12 @@ def test_greedy_check_reports_identical_and_different_outputs():
 def test_default_position_skips_final_step_without_tree():
     trace = make_trace([make_step(index=0), make_step(index=1, nodes=[], accepted=(), committed_text=["x"])])
     assert default_position(trace) == 1
+
+
+def test_step_details_describe_bandit_choice():
+    step = make_step()
+    step.policy = {"kind": "bandit", "algorithm": "ucb", "reward": "tokens_per_step", "arms": ["1,1", "3,2,2,1,1"],
+                   "chosen": 1, "pulls": [1, 2], "mean_rewards": [1.0, 2.5], "scores": [None, None],
+                   "reward_sums": [1.0, 5.0], "reward_squares": [1.0, 12.5]}
+    details = step_details_html(step, 1)
+    assert "ucb bandit chose 3,2,2,1,1, pulled 2 times so far, mean reward 2.50 (tokens_per_step)" in details

@@ -18,9 +18,8 @@ from mambaviz.compare import compare_runs, finish_trace
 from mambaviz.engine import RunSettings, describe_settings, encode_prompt, generate
 from mambaviz.errors import MambavizError
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import FixedShape, ShapePolicy
+from mambaviz.search import ShapePolicy, build_policy
 from mambaviz.trace import Trace
-from mambaviz.tree import parse_shape
 from mambaviz.ui.registry import CUSTOM, ModelRegistry, resolve_choice
 from mambaviz.ui.render import (
     comparison_charts,
@@ -74,8 +73,8 @@ class RunRequest:
                            whole_number(self.seed, "Seed"))
 
     def make_policy(self) -> ShapePolicy:
-        # NOTE: only fixed shapes exist so far; adaptive policies get their names in SHAPE_CHOICES and here.
-        return FixedShape(parse_shape(self.tree or ""))
+        """Build the tree-shape policy: a fixed shape, chain:K, ucb, thompson or dynamic:NODES."""
+        return build_policy(self.tree or "", seed=whole_number(self.seed, "Seed"))
 
 
 def whole_number(value, name: str) -> int:
@@ -178,7 +177,7 @@ class Handlers:
         status = run_status(trace, state) if trace.steps else f"**{state}**: no step completed."
         yield explorer_view(trace, status, download)
 
-    def stop(self, request: gr.Request) -> str:
+    def stop(self, request: gr.Request):
         """Ask this session's running generation or comparison to stop after its current step."""
         if self.stop_flags.stop(session_of(request)):
             return "**Stopping** after the current step…"

@@ -19,7 +19,8 @@ from mambaviz.ui.registry import CUSTOM, ModelChoice, ModelRegistry, resolve_cho
 
 logger = logging.getLogger(__name__)
 
-SHAPE_CHOICES = ["3,2,2,1,1", "3,3,2,1", "2,2,2,1,1,1", "4,3,2,2,1", "chain:1", "chain:3", "chain:5", "chain:8"]
+SHAPE_CHOICES = ["3,2,2,1,1", "3,3,2,1", "2,2,2,1,1,1", "4,2,1,1,1", "chain:1", "chain:3", "chain:5", "chain:8",
+                 "ucb", "thompson", "dynamic:32", "dynamic:64"]
 PRESET_CHOICES = ["bundled", "pythia", CUSTOM]
 PLAY_INTERVAL_SECONDS = 0.8
 
@@ -195,7 +196,9 @@ def _run_panel(prompts: list[str], start_preset: str, start_choice: ModelChoice)
     drafter = gr.Radio([("Mamba", "mamba"), ("Transformer", "transformer"), ("target alone", "none")],
                        value="mamba", label="Drafter", elem_id="drafter")
     tree = gr.Dropdown(SHAPE_CHOICES, value="3,2,2,1,1", allow_custom_value=True, label="Tree shape",
-                       info="Branching factor per depth (e.g. 3,2,2,1,1, at most 512 nodes) or chain:K.")
+                       info="Branching factor per depth (e.g. 3,2,2,1,1, at most 512 nodes) or chain:K; ucb and"
+                            " thompson choose among shapes with a bandit; dynamic:N grows N nodes by drafter"
+                            " confidence.")
     decoding = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
     with gr.Group(visible=False) as sampling_group:
         temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")

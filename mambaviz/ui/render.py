@@ -61,9 +61,23 @@ def step_details_html(step: StepRecord, count: int) -> str:
         f"drafter cache {format_bytes(step.drafter_cache_bytes)}, target KV cache {format_bytes(step.target_cache_bytes)}",
     ]
     if step.policy:
-        decision = ", ".join(f"{key} {value}" for key, value in step.policy.items())
-        parts.append(f"tree-shape policy: {html.escape(decision)}")
+        parts.append(f"tree-shape policy: {html.escape(describe_decision(step.policy))}")
     return '<div style="font-size: 13px; line-height: 1.6;">' + " · ".join(parts) + "</div>"
+
+
+def describe_decision(decision: dict) -> str:
+    """Summarize a tree-shape policy's decision record in one phrase."""
+    kind = decision.get("kind")
+    if kind == "bandit":
+        chosen = decision["chosen"]
+        mean = decision["mean_rewards"][chosen]
+        reward = "no reward yet" if mean is None else f"mean reward {mean:.2f} ({decision['reward']})"
+        return (f"{decision['algorithm']} bandit chose {decision['arms'][chosen]}, pulled"
+                f" {decision['pulls'][chosen]} times so far, {reward}")
+    if kind == "dynamic":
+        return (f"dynamic tree of at most {decision['node_budget']} nodes, depth {decision['max_depth']},"
+                f" {decision['max_children']} children per node")
+    return ", ".join(f"{key} {value}" for key, value in decision.items())
 
 
 def step_view(trace: Trace | None, position: float | int | None) -> tuple:

@@ -15,6 +15,7 @@ from mambaviz.trace import Trace, summarize
 DRAFTER_LABELS = {"mamba": "Mamba drafter", "transformer": "Transformer drafter", "none": "target alone"}
 RUN_COLOURS = {"mamba": "#1f77b4", "transformer": "#ff7f0e", "none": "#7f7f7f"}
 TIME_COLOURS = {"draft": "#4c9be8", "verify": "#e8884c", "other": "#b5b5b5"}
+MIB = 2**20
 COMPARISON_HEADERS = ["run", "tokens/s", "speedup", "τ", "acceptance rate", "drafting ms/token", "drafter cache",
                       "peak memory"]
 
@@ -129,7 +130,7 @@ def accepted_length_figure(runs: list[tuple[str, Trace]]) -> go.Figure:
 
 
 def cache_figure(runs: list[tuple[str, Trace]], include_target: bool = True) -> go.Figure:
-    """Plot drafter cache bytes against context length, one line per run, plus the target's KV cache.
+    """Plot drafter cache size (MiB) against context length, one line per run, plus the target's KV cache.
 
     The x value of a step is the context length after it committed its tokens, when its cache sizes
     were measured.
@@ -141,18 +142,18 @@ def cache_figure(runs: list[tuple[str, Trace]], include_target: bool = True) -> 
             continue
         figure.add_trace(go.Scatter(
             x=[step.context_length + step.accepted_length for step in trace.steps],
-            y=[step.drafter_cache_bytes for step in trace.steps],
+            y=[step.drafter_cache_bytes / MIB for step in trace.steps],
             mode="lines", name=f"{DRAFTER_LABELS.get(name, name)} cache", line={"color": _colour(name, fallback)},
         ))
     if include_target and runs:
         name, trace = runs[0]
         figure.add_trace(go.Scatter(
             x=[step.context_length + step.accepted_length for step in trace.steps],
-            y=[step.target_cache_bytes for step in trace.steps],
+            y=[step.target_cache_bytes / MIB for step in trace.steps],
             mode="lines", name="target KV cache", line={"color": "#444444", "dash": "dot"},
         ))
-    figure.update_yaxes(tickformat=".3~s", ticksuffix="B", rangemode="tozero")
-    return _base_layout(figure, "Cache size against context length", "context length (tokens)", "bytes")
+    figure.update_yaxes(rangemode="tozero")
+    return _base_layout(figure, "Cache size against context length", "context length (tokens)", "MiB")
 
 
 def progress_figure(runs: list[tuple[str, Trace]]) -> go.Figure:
