@@ -94,6 +94,17 @@ def test_replayed_html_token_shows_as_text(page, tmp_path):
     labels = page.locator("#tree-plot .textpoint").all_text_contents()
     assert "<img␣src=x␣…" in labels
 
+    # Traces are drawn in the order edges, accepted path, root, accepted, rejected, unvisited, bonus.
+    # The first unvisited point is node 1, whose token is the tag.
+    point = page.locator("#tree-plot .scatterlayer .trace").nth(5).locator(".point").first
+    box = point.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#tree-plot .hoverlayer .hovertext")
+    hover = page.locator("#tree-plot .hoverlayer").text_content()
+    assert "<img␣src=x␣onerror=alert(1)>" in hover
+    assert "decision: not tried" in hover
+    assert page.locator('img[src="x"]').count() == 0
+
 
 def test_compare_tab_runs_three_drafters(page, screenshot_dir):
     page.get_by_role("tab", name="Compare").click()
