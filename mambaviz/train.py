@@ -83,8 +83,8 @@ SIZES = {
     # Target 15.57M parameters, drafters 2.80M (Mamba) and 3.05M (Transformer), so each drafter is below
     # 1/5 of the target and within 10% of the other. All 21.4M parameters take about 43 MB in fp16.
     # The token budgets keep the whole run well inside 150 minutes on a 2-core CPU: the target trained at
-    # about 2,100 tokens/s with bf16 autocast, and a drafter step (target forward, both drafters) takes
-    # about 3.5 times longer per token, almost all of it in the Mamba scan.
+    # about 1,900 tokens/s with bf16 autocast, and a drafter step (target forward, both drafters) takes
+    # about 3.3 times longer per token, most of it in the Mamba scan.
     "full": SizePreset(
         vocab_size=4096,
         context_length=512,
@@ -93,7 +93,7 @@ SIZES = {
         mamba=MambaShape(hidden_size=256, layers=4),
         batch_size=8,
         target_tokens=2_600_000,
-        drafter_tokens=800_000,
+        drafter_tokens=1_200_000,
         eval_tokens=65_536,
         target_learning_rate=1.5e-3,
         drafter_learning_rate=2e-3,
