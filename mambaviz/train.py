@@ -210,7 +210,8 @@ def prepare_data(preset: SizePreset, settings: RunSettings, checkpoints: Path, p
     folder = checkpoints / "data"
     done_marker = folder / "done.json"
     expected = {"vocab_size": preset.vocab_size, "max_files": settings.max_files, "seed": settings.seed, "python": sys.version.split()[0]}
-    if done_marker.exists() and json.loads(done_marker.read_text()) == expected:
+    # A missing prompts file is rebuilt along with the rest, since the export step reads it.
+    if done_marker.exists() and json.loads(done_marker.read_text()) == expected and prompts_path.exists():
         logger.info("reusing corpus and tokenizer from %s", folder)
         return PreparedData(
             tokenizer=PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer"),
