@@ -217,6 +217,11 @@ def model_card(
             f"vocabulary + {1 - record.distill_weight:g} x next-token cross-entropy. Both drafters were trained "
             "together on identical batches with identical loss, schedule and optimizer."
         )
+        if record.refine_steps:
+            objective += (
+                f" The last {record.refine_steps} of the {record.steps} steps are a second warmup and cosine cycle"
+                " at half the peak learning rate (a warm restart) on new batches."
+            )
     splits = manifest["splits"]
     estimate_rows = "\n".join(
         f"| {drafter} | " + " | ".join(f"{estimates[drafter][shape]:.2f}" for shape in ESTIMATE_SHAPES) + " |"
@@ -227,7 +232,11 @@ def model_card(
         for other in MODEL_NAMES
         if other in losses
     )
-    reproduce = f"python -m mambaviz train --size {settings.size} --seed {settings.seed} --target-tokens {settings.target_tokens} --drafter-tokens {settings.drafter_tokens} --distill-weight {settings.distill_weight:g} --precision {settings.precision}"
+    reproduce = (
+        f"python -m mambaviz train --size {settings.size} --seed {settings.seed} --target-tokens {settings.target_tokens}"
+        f" --drafter-tokens {settings.drafter_tokens} --drafter-refine-tokens {settings.drafter_refine_tokens}"
+        f" --distill-weight {settings.distill_weight:g} --precision {settings.precision}"
+    )
     if settings.max_files is not None:
         reproduce += f" --max-files {settings.max_files}"
     return f"""# mambaviz bundled model: {name}

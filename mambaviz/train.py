@@ -71,6 +71,7 @@ class SizePreset:
     batch_size: int
     target_tokens: int
     drafter_tokens: int
+    drafter_refine_tokens: int
     eval_tokens: int
     target_learning_rate: float
     drafter_learning_rate: float
@@ -94,6 +95,7 @@ SIZES = {
         batch_size=8,
         target_tokens=2_600_000,
         drafter_tokens=1_200_000,
+        drafter_refine_tokens=655_360,
         eval_tokens=65_536,
         target_learning_rate=1.5e-3,
         drafter_learning_rate=2e-3,
@@ -109,6 +111,7 @@ SIZES = {
         batch_size=4,
         target_tokens=4 * 64 * 12,
         drafter_tokens=4 * 64 * 12,
+        drafter_refine_tokens=4 * 64 * 4,
         eval_tokens=1024,
         target_learning_rate=1e-2,
         drafter_learning_rate=1e-2,
@@ -127,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for initialization, batches and prompt choice (default: 0)")
     parser.add_argument("--target-tokens", type=int, help="training tokens for the target (default: set by --size)")
     parser.add_argument("--drafter-tokens", type=int, help="training tokens for each drafter (default: set by --size)")
+    parser.add_argument("--drafter-refine-tokens", type=int, help="training tokens for each drafter in a second learning rate cycle at half the peak, 0 for none (default: set by --size)")
     parser.add_argument("--distill-weight", type=float, default=0.5, help="weight of KL(target || drafter) in the drafter loss, from 0 to 1; cross-entropy gets the rest (default: 0.5)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="matmul precision in training: bf16 autocast, fp32, or auto (bf16 where the CPU has native bf16)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -141,6 +145,7 @@ class RunSettings:
     seed: int
     target_tokens: int
     drafter_tokens: int
+    drafter_refine_tokens: int
     distill_weight: float
     precision: str
     max_files: int | None
@@ -151,7 +156,10 @@ def resolve_settings(args: argparse.Namespace) -> RunSettings:
     preset = SIZES[args.size]
     target_tokens = preset.target_tokens if args.target_tokens is None else args.target_tokens
     drafter_tokens = preset.drafter_tokens if args.drafter_tokens is None else args.drafter_tokens
+    drafter_refine_tokens = preset.drafter_refine_tokens if args.drafter_refine_tokens is None else args.drafter_refine_tokens
     step_tokens = preset.batch_size * preset.context_length
+    if drafter_refine_tokens != 0 and drafter_refine_tokens < step_tokens:
+        raise MambavizError(f"--drafter-refine-tokens {drafter_refine_tokens} is invalid; use 0 or at least {step_tokens} tokens for --size {args.size}.")
     for name, value in (("--target-tokens", target_tokens), ("--drafter-tokens", drafter_tokens)):
         if value < step_tokens:
             raise MambavizError(f"{name} {value} is below one batch; use at least {step_tokens} tokens for --size {args.size}.")
@@ -169,7 +177,7 @@ def resolve_settings(args: argparse.Namespace) -> RunSettings:
     if precision == "auto":
         # A private torch check (present in torch 2.13): bf16 autocast is slower than fp32 without native bf16.
         precision = "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    return RunSettings(args.size, args.seed, target_tokens, drafter_tokens, args.distill_weight, precision, max_files)
+    return RunSettings(args.size, args.seed, target_tokens, drafter_tokens, drafter_refine_tokens, args.distill_weight, precision, max_files)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -258,12 +266,15 @@ def sample_batch(tokens: np.ndarray, batch_size: int, context_length: int, seed:
 
 
 def evaluation_windows(tokens: np.ndarray, context_length: int, max_tokens: int) -> torch.Tensor:
-    """Cut the first `max_tokens` of a stream into consecutive windows of `context_length` + 1 tokens."""
-    count = max(1, min(max_tokens, len(tokens) - 1) // context_length)
-    windows = [tokens[i * context_length : i * context_length + context_length + 1] for i in range(count)]
-    windows = [w for w in windows if len(w) == context_length + 1]
-    if not windows:
+    """Cut windows of `context_length` + 1 tokens, about `max_tokens` in all, evenly spaced over the stream.
+
+    Spreading them over the whole stream keeps one unusual file at its start from deciding the loss.
+    """
+    if len(tokens) < context_length + 1:
         raise MambavizError(f"the evaluation stream of {len(tokens)} tokens is shorter than one window of {context_length + 1}.")
+    count = max(1, min(max_tokens, len(tokens) - 1) // context_length)
+    starts = np.linspace(0, len(tokens) - context_length - 1, count).astype(np.int64)
+    windows = [tokens[start : start + context_length + 1] for start in starts]
     return torch.from_numpy(np.stack(windows).astype(np.int64))  # (windows, context + 1)
 
 
@@ -323,6 +334,13 @@ def learning_rate_at(step: int, total_steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def drafter_learning_rate_at(step: int, main_steps: int, refine_steps: int, peak: float) -> float:
+    """Run one warmup-cosine cycle over the main steps, then a second one at half the peak (a warm restart)."""
+    if step < main_steps:
+        return learning_rate_at(step, main_steps, peak)
+    return learning_rate_at(step - main_steps, refine_steps, peak / 2)
+
+
 def build_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.AdamW:
     """Build AdamW with weight decay on matrices and embeddings, none on norms, biases, A_log or D."""
     decayed, plain = [], []
@@ -378,6 +396,7 @@ class TrainingRecord:
     batch_size: int
     context_length: int
     distill_weight: float | None
+    refine_steps: int = 0
     final_train_loss: dict[str, float] = field(default_factory=dict)
     heldout_loss: dict[str, float] = field(default_factory=dict)
 
@@ -461,8 +480,14 @@ def train_drafters(preset, settings, data, target, checkpoints: Path, checkpoint
         "transformer": new_model(build_target_config(preset.transformer, preset, data.tokenizer), settings.seed + 2),
     }
     optimizers = {name: build_optimizer(model, preset.drafter_learning_rate) for name, model in drafters.items()}
-    total_steps = settings.drafter_tokens // (preset.batch_size * preset.context_length)
+    main_steps = settings.drafter_tokens // (preset.batch_size * preset.context_length)
+    refine_steps = settings.drafter_refine_tokens // (preset.batch_size * preset.context_length)
+    total_steps = main_steps + refine_steps
     state = load_state(folder / "state.pt", settings, "drafters")
+    # A checkpoint from inside the refinement cycle is only valid for the same refinement budget.
+    if state is not None and state["step"] > main_steps and state["settings"].get("drafter_refine_tokens") != settings.drafter_refine_tokens:
+        logger.warning("ignoring drafters checkpoint at step %d: written with another --drafter-refine-tokens", state["step"])
+        state = None
     step, elapsed = 0, 0.0
     if state is not None:
         for name in drafters:
@@ -493,7 +518,7 @@ def train_drafters(preset, settings, data, target, checkpoints: Path, checkpoint
         for name, model in drafters.items():
             optimizer = optimizers[name]
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, total_steps, preset.drafter_learning_rate)
+                group["lr"] = drafter_learning_rate_at(step, main_steps, refine_steps, preset.drafter_learning_rate)
             with autocast(settings):
                 logits = model_logits(model, inputs)  # (b, l, v)
             loss, cross_entropy = distillation_loss(logits, target_log_probs, labels, settings.distill_weight)
@@ -522,7 +547,7 @@ def train_drafters(preset, settings, data, target, checkpoints: Path, checkpoint
     record = TrainingRecord(
         tokens=total_steps * preset.batch_size * preset.context_length, steps=total_steps, wall_seconds=elapsed,
         learning_rate=preset.drafter_learning_rate, batch_size=preset.batch_size,
-        context_length=preset.context_length, distill_weight=settings.distill_weight,
+        context_length=preset.context_length, distill_weight=settings.distill_weight, refine_steps=refine_steps,
     )
     return drafters, record
 
