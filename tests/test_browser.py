@@ -80,7 +80,9 @@ def test_generation_tree_and_step_controls(page, screenshot_dir):
 
 
 def test_replayed_html_token_shows_as_text(page, tmp_path):
-    trace = make_trace([make_step(committed_text=[" add", ATTACK, "x"])], prompt="def")
+    step = make_step(committed_text=[" add", ATTACK, "x"])
+    step.nodes[4].text = '"a" & b'
+    trace = make_trace([step], prompt="def")
     path = tmp_path / "attack.json"
     trace.save(path)
     with page.expect_file_chooser() as chooser:
@@ -93,6 +95,7 @@ def test_replayed_html_token_shows_as_text(page, tmp_path):
     assert ATTACK in page.locator("#output-text").inner_text()
     labels = page.locator("#tree-plot .textpoint").all_text_contents()
     assert "<img␣src=x␣…" in labels
+    assert '"a"␣&␣b' in labels
 
     # Traces are drawn in the order edges, accepted path, root, accepted, rejected, unvisited, bonus.
     # The first unvisited point is node 1, whose token is the tag.

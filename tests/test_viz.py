@@ -45,6 +45,7 @@ def test_visible_replaces_whitespace_and_controls():
 def test_label_escapes_and_shortens():
     assert label(ATTACK, max_chars=40) == "&lt;img␣src=x␣onerror=alert(1)&gt;"
     assert label("abcdefghijklmnop", max_chars=5) == "abcd…"
+    assert label('say "hi" & bye', max_chars=40) == 'say␣"hi"␣&amp;␣bye'
 
 
 # ----- tree ---------------------------------------------------------------------------------------

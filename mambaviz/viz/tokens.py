@@ -1,7 +1,8 @@
 """Token text made safe and visible for HTML and Plotly labels.
 
 Plotly renders a subset of HTML in labels and hover text, and Gradio's HTML component renders raw
-HTML, so every token text goes through `html.escape` here before it reaches either.
+HTML, so every token text goes through `html.escape` here before it reaches either. Quotes stay
+unescaped: these strings never go into an HTML attribute, and Plotly 7 shows `&quot;` literally.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def shorten(text: str, max_chars: int) -> str:
 
 def label(text: str, max_chars: int = 12) -> str:
     """Return a token's text as an escaped, whitespace-visible label of at most `max_chars` glyphs."""
-    return html.escape(shorten(visible(text), max_chars))
+    return html.escape(shorten(visible(text), max_chars), quote=False)
 
 
 def quoted(text: str, max_chars: int = 40) -> str:
     """Return a token's text for hover and tables: visible glyphs, escaped, between quotes."""
-    return "“" + html.escape(shorten(visible(text), max_chars)) + "”"
+    return "“" + html.escape(shorten(visible(text), max_chars), quote=False) + "”"

@@ -28,7 +28,7 @@ STATUS_STYLE = {
 ACCEPTED_PATH_COLOUR = "#2e9e48"
 EDGE_COLOUR = "#c4c4c4"
 
-ROW_PIXELS = 26  # vertical space per leaf row, enough for a label above each marker
+ROW_PIXELS = 30  # vertical space per leaf row, enough for a label above each marker
 MAX_VISIBLE_ROWS = 28  # larger trees open zoomed on the accepted path and are panned or zoomed out
 
 
