@@ -69,16 +69,18 @@ def take(url: str, output: Path, prompt: str | None, min_accepted: int) -> None:
         page.wait_for_selector("#tree-plot .main-svg")
         show_long_step(page, min_accepted)
         page.wait_for_timeout(500)
-        page.screenshot(path=str(output / "tree.png"),
+        page.screenshot(path=str(output / "tree.png"), full_page=True,
                         clip={"x": 0, "y": 0, "width": 1400, "height": bottom_of(page, "#step-details") + 20})
 
         page.get_by_role("tab", name="Compare").click()
         page.locator("#compare-run").click()
         page.wait_for_function("document.querySelector('#compare-status').innerText.startsWith('Done')")
         page.wait_for_timeout(500)
-        top = page.locator("#mambaviz-status").bounding_box()["y"] - 10
+        status = page.locator("#mambaviz-status").bounding_box()
+        left, top = status["x"] - 10, status["y"] - 10
         page.screenshot(path=str(output / "compare.png"), full_page=True,
-                        clip={"x": 280, "y": top, "width": 1120, "height": bottom_of(page, "#greedy-check") + 520 - top})
+                        clip={"x": left, "y": top, "width": 1400 - left,
+                              "height": bottom_of(page, "#greedy-check") + 520 - top})
         context.close()
     shutil.rmtree(profile, ignore_errors=True)
 
