@@ -47,10 +47,13 @@ def parameter_count(model):
 
 
 def card_losses(name):
-    """Read (train, held-out) losses of every model from the loss table of `name`'s model card."""
+    """Read (train, held-out) losses of every model from the loss table of `name`'s model card.
+
+    Only the loss table has a fourth column (the agreement in percent), which tells it from the estimate table.
+    """
     card = (MODELS / name / "README.md").read_text()
     losses = {}
-    for match in re.finditer(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \|", card, flags=re.MULTILINE):
+    for match in re.finditer(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \| [\d.]+% \|$", card, flags=re.MULTILINE):
         losses[match.group(1)] = (float(match.group(2)), float(match.group(3)))
     return losses
 
