@@ -6,7 +6,8 @@ Pipeline, each phase resumable from the checkpoint folder:
 2. tokenizer: byte-level BPE on the train split, then encode both splits into token streams;
 3. target: a GPTNeoXForCausalLM trained with cross-entropy on random windows of the train stream;
 4. drafters: a MambaForCausalLM and a GPTNeoXForCausalLM trained together on the same batches, each
-   with the same loss: `distill_weight` * KL(target || drafter) + (1 - distill_weight) * cross-entropy;
+   with the same loss: `distill_weight` * KL(target || drafter) + (1 - distill_weight) * cross-entropy,
+   over a warmup-cosine learning rate cycle and then a shorter second cycle at half the peak;
 5. export: fp16 safetensors, tokenizer and a model card (README.md) per model folder.
 
 Batches are drawn from a generator seeded with (seed, step), so a resumed run draws the same batches as
