@@ -51,7 +51,7 @@ class Drafter(ABC):
 
     @abstractmethod
     def cache_bytes(self) -> int:
-        """Bytes the drafter cache holds between steps."""
+        """Return the bytes the drafter cache keeps between steps."""
 
     # The shared algorithm.
 
@@ -72,7 +72,7 @@ class Drafter(ABC):
     ) -> DraftTree:
         """Draft a tree below the root (the last pending token), one depth per drafter forward pass.
 
-        `plan` (or a plain shape) says how many children each node gets. Greedy: a node's children
+        `plan` (or a plain shape) sets how many children each node gets. Greedy: a node's children
         are the drafter's most likely tokens. Sampling: they are sampled without replacement from the
         processed drafter distribution, and a node with fewer tokens of nonzero probability (after
         top-k / top-p) than asked gets fewer children. With `with_replacement` they are i.i.d. draws.
