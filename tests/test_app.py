@@ -58,7 +58,8 @@ def test_generate_returns_text_tree_metrics_and_trace(client, code_trio):
     assert plot_json(tree)["layout"]["title"]["text"].startswith(f"Step {slider['value']} of {len(trace.steps)}")
     assert "mean accepted length τ" in summary
     assert [plot_json(chart)["layout"]["title"]["text"] for chart in charts] == [
-        "Time per step", "Accepted length per step", "Cache size against context length"]
+        "Time per step", "Accepted length per step", "Cache size against context length",
+        "Tree search: this run used a fixed tree shape"]
     assert trace.settings["drafter"] == "mamba"
 
 
@@ -199,4 +200,7 @@ def test_generate_with_adaptive_policy(client, code_trio, tree, phrase):
         *run_inputs(code_trio, tree=tree), api_name="/generate")
     assert status.startswith("**Done**")
     assert phrase in details
+    search_title = plot_json(rest[-1])["layout"]["title"]["text"]
+    assert search_title.startswith("ucb bandit" if tree == "ucb" else "Dynamic tree")
+    assert ("mean reward (tokens_per_second)" in details) == (tree == "ucb")
     assert downloaded_trace(download).settings["tree"].startswith(tree.split(":")[0])

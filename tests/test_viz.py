@@ -270,3 +270,50 @@ def test_step_details_describe_bandit_choice():
                    "reward_sums": [1.0, 5.0], "reward_squares": [1.0, 12.5]}
     details = step_details_html(step, 1)
     assert "ucb bandit chose 3,2,2,1,1, pulled 2 times so far, mean reward 2.50 (tokens_per_step)" in details
+
+
+def bandit_trace(code_models):
+    from mambaviz.engine import RunSettings, run
+    from mambaviz.search import build_policy
+
+    return run(code_models, "def add(a, b):", RunSettings("mamba", 24), build_policy("ucb", "1,1;2,2,1;3,1"))
+
+
+def test_search_figure_marks_arm_chosen_per_step(code_models):
+    from mambaviz.viz.search import search_figure
+
+    trace = bandit_trace(code_models)
+    figure = search_figure(trace)
+    points = figure.data[0]
+    assert list(points.x) == [step.index + 1 for step in trace.steps]
+    assert list(points.y) == [step.policy["arms"][step.policy["chosen"]] for step in trace.steps]
+    assert list(points.y[:3]) == ["1,1", "2,2,1", "3,1"]  # UCB1 plays every arm once first
+    assert figure.layout.title.text == "ucb bandit: arm chosen at each step"
+
+
+def test_search_table_lists_every_arm_at_the_step(code_models):
+    from mambaviz.viz.search import search_table_html
+
+    trace = bandit_trace(code_models)
+    step = trace.steps[4]
+    table = search_table_html(step)
+    assert table.count("<tr") == 1 + 3
+    assert "◀ chosen" in table
+    for shape, pulls in zip(step.policy["arms"], step.policy["pulls"]):
+        assert f"<td>{shape}" in table
+        assert f"<td>{pulls}</td>" in table
+    assert search_table_html(trace.steps[0]).count("–") >= 2  # unplayed arms have no mean or score yet
+
+
+def test_search_figure_of_fixed_and_dynamic_runs(code_models):
+    from mambaviz.engine import RunSettings, run
+    from mambaviz.search import build_policy
+    from mambaviz.viz.search import search_figure, search_table_html
+
+    fixed = run(code_models, "import os", RunSettings("mamba", 8), build_policy("2,1"))
+    assert search_figure(fixed).layout.title.text == "Tree search: this run used a fixed tree shape"
+    assert search_table_html(fixed.steps[0]) == ""
+    dynamic = run(code_models, "import os", RunSettings("mamba", 8), build_policy("dynamic:6"))
+    figure = search_figure(dynamic)
+    assert figure.layout.title.text == "Dynamic tree: nodes drafted at each step"
+    assert list(figure.data[0].y) == [len(step.nodes) for step in dynamic.steps]

@@ -40,7 +40,7 @@ TREE_RENDER_INTERVAL = 0.6
 TEXT_RENDER_INTERVAL = 0.2
 COMPARE_RENDER_INTERVAL = 1.0
 
-EXPLORER_OUTPUT_COUNT = 11
+EXPLORER_OUTPUT_COUNT = 12
 COMPARE_OUTPUT_COUNT = 8
 
 
@@ -159,10 +159,10 @@ class Handlers:
                     last_tree = last_text = now
                     slider, figure, details = step_view(trace, None)
                     yield (run_status(trace, "Running"), output_html(trace), figure, slider, details,
-                           *(gr.skip(),) * 6)
+                           *(gr.skip(),) * (EXPLORER_OUTPUT_COUNT - 5))
                 elif now - last_text >= TEXT_RENDER_INTERVAL:
                     last_text = now
-                    yield (run_status(trace, "Running"), output_html(trace), *(gr.skip(),) * 9)
+                    yield (run_status(trace, "Running"), output_html(trace), *(gr.skip(),) * (EXPLORER_OUTPUT_COUNT - 2))
         except MambavizError as error:
             state = warn(f"The run stopped early: {error}")
         except Exception as error:  # noqa: BLE001 - keep the page and the steps done so far on any engine failure

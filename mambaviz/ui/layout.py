@@ -143,11 +143,15 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                         time_plot = gr.Plot(label="Time per step")
                         accepted_plot = gr.Plot(label="Accepted length per step")
                         cache_plot = gr.Plot(label="Cache size")
+                    with gr.Tab("Search", id="search"):
+                        search_plot = gr.Plot(label="Tree search", elem_id="search-plot")
+                        gr.Markdown("The table of every arm's pulls, mean reward and score at the selected step is in"
+                                    " the step details under the draft tree.")
                     with gr.Tab("Compare", id="compare"):
                         compare_parts = _compare_tab()
 
         explorer_outputs = [status, output, tree_plot, step_slider, step_details, summary, time_plot, accepted_plot,
-                            cache_plot, download_button, trace_state]
+                            cache_plot, search_plot, download_button, trace_state]
         step_outputs = [step_slider, tree_plot, step_details]
         compare_button, compare_stop, compare_upload, compare_outputs = compare_parts
         compare_outputs = [*compare_outputs, compare_state]

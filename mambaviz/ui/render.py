@@ -23,6 +23,7 @@ from mambaviz.viz.metrics import (
     step_time_figure,
     summary_html,
 )
+from mambaviz.viz.search import search_figure, search_table_html
 from mambaviz.viz.text import output_html, token_html
 from mambaviz.viz.tokens import quoted
 from mambaviz.viz.tree import has_committed_bonus, tree_figure
@@ -62,7 +63,8 @@ def step_details_html(step: StepRecord, count: int) -> str:
     ]
     if step.policy:
         parts.append(f"tree-shape policy: {html.escape(describe_decision(step.policy))}")
-    return '<div style="font-size: 13px; line-height: 1.6;">' + " · ".join(parts) + "</div>"
+    return ('<div style="font-size: 13px; line-height: 1.6;">' + " · ".join(parts) + search_table_html(step)
+            + "</div>")
 
 
 def describe_decision(decision: dict) -> str:
@@ -160,4 +162,4 @@ def explorer_view(trace: Trace, status: str, download: str | None) -> tuple:
     step_chart, accepted_chart, cache_chart = metrics_charts(trace)
     download_update = gr.DownloadButton(value=download, interactive=download is not None)
     return (status, output_html(trace), figure, slider, details, summary_html(trace), step_chart, accepted_chart,
-            cache_chart, download_update, trace)
+            cache_chart, search_figure(trace), download_update, trace)
