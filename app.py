@@ -1,6 +1,6 @@
 """Serve the mambaviz explorer: `python app.py` (Hugging Face Spaces runs this file too).
 
-Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise, and creates a
+Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT set another address, and creates a
 public share link only with --share or GRADIO_SHARE=true.
 """
 

@@ -2,7 +2,7 @@
 
 `bench` runs every (drafter, tree policy) configuration on every prompt. The runs are interleaved
 prompt by prompt, with the configuration order rotating, so a slow phase of a shared machine hits
-all configurations alike; speedups are per-prompt ratios against the target alone on that prompt.
+all configurations alike. Speedups are per-prompt ratios against the target alone on that prompt.
 `bench-context` times drafting and verification at several context lengths (see
 `mambaviz.benchmark.context_sweep`). Both write `results.json`, a Markdown table and a
 self-contained Plotly HTML report into `--out`. `docs/metrics.md` defines every figure.
@@ -106,7 +106,7 @@ def load_prompts(source: str, limit: int, seed: int = 0) -> list[dict[str, Any]]
 # The benchmark.
 
 def configurations(drafters: list[str], trees: list[str]) -> list[tuple[str, str]]:
-    """Each drafter with each tree policy; the target alone needs no tree and runs once."""
+    """Pair each drafter with each tree policy; the target alone needs no tree and runs once."""
     configs = []
     for drafter in drafters:
         if drafter == "none":
@@ -122,7 +122,7 @@ def run_benchmark(
     """Run every configuration on every prompt, interleaved, and return one record per run.
 
     With `carry_bandit`, each bandit run starts from the arm statistics its configuration reached on
-    the previous prompt, as a long-running server's bandit would; otherwise every run starts afresh.
+    the previous prompt, as a long-running server's bandit would. Otherwise every run starts afresh.
     """
     sampling = SamplingConfig(settings["temperature"], settings["top_k"], settings["top_p"])
     records = []

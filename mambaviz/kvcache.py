@@ -1,8 +1,8 @@
 """A Hugging Face causal LM with its KV cache, fed causally or with a tree attention mask.
 
-The target and the Transformer drafter both use it: tree tokens go on top of the cache with a 4D
-mask in which each token sees the whole prefix and its own ancestors, at position ids
-`prefix_len + depth`; afterwards the cache keeps only the positions of the accepted path.
+The target and the Transformer drafter both use it. Tree tokens go on top of the cache with a 4D
+mask that lets each token attend to the whole prefix and to its own ancestors, at position ids
+`prefix_len + depth`. Afterwards the cache keeps only the positions of the accepted path.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ class CachedCausalLM:
     ) -> torch.Tensor:
         """Append `tokens` to the cache and return their logits [q, v'].
 
-        Without `allowed` the tokens attend causally. With it, `allowed` [q, k] says which of the k
-        cache positions from `tree_start` on (the new tokens included, last) each token may see; the
-        positions before `tree_start` are the committed prefix, which every token sees.
+        Without `allowed` the tokens attend causally. With it, `allowed` [q, k] marks which of the k
+        cache positions from `tree_start` on (the new tokens included, last) each token may attend
+        to. The positions before `tree_start` are the committed prefix, visible to every token.
         """
         ids = torch.tensor([tokens], device=self.device)  # [1, q]
         position_ids = torch.tensor([positions], device=self.device)  # [1, q]

@@ -1,6 +1,6 @@
 """Tree-shape policies: which draft tree to grow at each step.
 
-A policy returns a TreePlan before each step and is told the step's outcome afterwards, so adaptive
+A policy returns a TreePlan before each step and receives the step's outcome afterwards, so adaptive
 policies learn from committed tokens and step time while decoding:
 
 - `FixedShape`: the same shape every step.
@@ -70,8 +70,8 @@ class ShapeBandit(ShapePolicy):
     """A bandit over tree shapes: each shape is an arm, each step one pull.
 
     UCB1 (Auer et al., 2002) plays every arm once, then the arm maximizing
-    mean / scale + sqrt(2 ln N / n), where N counts all pulls, n the arm's pulls, and scale is the
-    largest reward seen so far: UCB1 assumes rewards in [0, 1] and tokens/s has no fixed bound.
+    mean / scale + sqrt(2 ln N / n). N counts all pulls and n the arm's pulls. Scale is the largest
+    mean reward so far, because UCB1 assumes rewards in [0, 1] and tokens/s has no fixed bound.
     Thompson sampling draws each arm's mean from a normal posterior N(mean, s² / n), with s the
     pooled standard deviation of all rewards, and plays the largest draw; unplayed arms go first.
     """
@@ -168,9 +168,11 @@ class ShapeBandit(ShapePolicy):
 
 
 class ConfidencePlan(TreePlan):
-    """Grows a tree by drafter confidence: at each depth the candidate children with the highest path
-    probability (parent path probability × the child's drafter probability, taking each node's most
-    likely tokens in order) are kept, until `node_budget` nodes or `max_depth` levels exist.
+    """A tree grown by drafter confidence, until `node_budget` nodes or `max_depth` levels exist.
+
+    At each depth the candidate children with the highest path probability are kept. A candidate's
+    path probability is its parent's times its own drafter probability, and each node offers its
+    most likely tokens in order.
 
     Under sampling, the child counts come from the same scores, computed before any child is drawn;
     the children themselves are then sampled without replacement, so acceptance stays lossless.

@@ -114,9 +114,9 @@ class DraftTree:
     """The tokens drafted in one step, breadth-first below the root.
 
     `draft_probs[i]` is the drafter's probability of node i's token given its ancestors (after
-    temperature, top-k and top-p). `draft_dists` holds the drafter's full distribution at every
-    expanded position: row 0 is the root's, row `dist_row[i]` is node i's (sampling only; empty
-    when greedy, where the acceptance rule needs no distributions).
+    temperature, top-k and top-p). `draft_dists` contains the drafter's full distribution at every
+    expanded position, with row `dist_row[parent]` for each expanded parent (ROOT included). It is
+    filled under sampling only, because the greedy acceptance rule needs no distributions.
     """
 
     root_token: int

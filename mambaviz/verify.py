@@ -53,9 +53,9 @@ class Target:
 class Acceptance:
     """The outcome of verifying one tree.
 
-    `accepted` lists node indices from depth 1 down; `target_probs[i]` is the target's probability of
-    node i's token at its parent; `accept_probs[i]` is the probability with which node i was
-    accepted when it was tried (None when never tried).
+    `accepted` lists node indices from depth 1 down. `target_probs[i]` is the target's probability
+    of node i's token at its parent. `accept_probs[i]` is the probability with which node i was
+    accepted when it was tried, or None when it never was.
     """
 
     accepted: list[int]
@@ -94,10 +94,10 @@ def accept_greedy(tree: DraftTree, target_logits: torch.Tensor) -> Acceptance:
 
     accepted, node = [], ROOT
     while True:
-        wanted = argmax[node + 1]
+        target_token = argmax[node + 1]
         match = None
         for child in children.get(node, []):
-            hit = tree.tokens[child] == wanted
+            hit = tree.tokens[child] == target_token
             status[child] = ACCEPTED if hit else REJECTED
             accept_probs[child] = 1.0 if hit else 0.0
             if hit and match is None:

@@ -80,12 +80,17 @@ def code_trio(tmp_path_factory) -> dict[str, str]:
     return save_trio(tmp_path_factory.mktemp("code_trio"), byte_level_tokenizer())
 
 
-@pytest.fixture(scope="session")
-def code_models(code_trio):
-    models = load_model_set(None, **code_trio, device="cpu")
+def load_trio(paths: dict[str, str]):
+    """Load a saved trio on the CPU with both drafters ready."""
+    models = load_model_set(None, **paths, device="cpu")
     models.drafter_model("mamba")
     models.drafter_model("transformer")
     return models
+
+
+@pytest.fixture(scope="session")
+def code_models(code_trio):
+    return load_trio(code_trio)
 
 
 @pytest.fixture(scope="session")
@@ -97,10 +102,7 @@ def small_vocab_trio(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def small_vocab_models(small_vocab_trio):
-    models = load_model_set(None, **small_vocab_trio, device="cpu")
-    models.drafter_model("mamba")
-    models.drafter_model("transformer")
-    return models
+    return load_trio(small_vocab_trio)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def parameter_count(model):
 def card_losses(name):
     """Read (train, held-out) losses of every model from the loss table of `name`'s model card.
 
-    Only the loss table has a fourth column (the agreement in percent), which tells it from the estimate table.
+    Only the loss table has a fourth column (the agreement in percent), which distinguishes it from the estimate table.
     """
     card = (MODELS / name / "README.md").read_text()
     losses = {}

@@ -1,7 +1,7 @@
 """Transformer drafter: any Hugging Face causal LM, drafting a tree on top of its KV cache.
 
-Each depth of the tree is one forward pass with a tree attention mask, so its cache grows with the
-context and, within a step, with the tree; after verification it is cut back to the accepted path.
+Each depth of the tree is one forward pass with a tree attention mask. Its cache therefore grows with
+the context and, within a step, with the tree. After verification it is cut back to the accepted path.
 """
 
 from __future__ import annotations
