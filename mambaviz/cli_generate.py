@@ -11,7 +11,7 @@ from mambaviz.engine import RunSettings, run
 from mambaviz.errors import MambavizError
 from mambaviz.models import DRAFTER_NAMES, PRESETS, load_model_set
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import REWARDS, ShapeBandit, ShapePolicy, build_policy
+from mambaviz.search import REWARDS, ShapeBandit, ShapePolicy, build_policy, last_bandit_decision
 from mambaviz.trace import Trace, summarize
 
 
@@ -67,10 +67,10 @@ def load_bandit_state(policy: ShapePolicy, path: Path) -> None:
     """Warm-start a bandit policy from the last bandit decision stored in a trace."""
     if not isinstance(policy, ShapeBandit):
         raise MambavizError("--bandit-state needs a bandit policy; use it with --tree ucb or --tree thompson.")
-    decisions = [step.policy for step in Trace.load(path).steps if step.policy and step.policy.get("kind") == "bandit"]
-    if not decisions:
+    decision = last_bandit_decision(Trace.load(path).steps)
+    if decision is None:
         raise MambavizError(f"Trace {path} has no bandit statistics; pass a trace of a --tree ucb or thompson run.")
-    policy.load_statistics(decisions[-1])
+    policy.load_statistics(decision)
 
 
 def run_command(args: argparse.Namespace) -> int:

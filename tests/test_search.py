@@ -8,7 +8,7 @@ import torch
 from mambaviz.engine import RunSettings, encode_prompt, run
 from mambaviz.errors import MambavizError
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import ConfidencePlan, DynamicTree, ShapeBandit, build_policy, parse_arms
+from mambaviz.search import UCB_EXPLORATION, ConfidencePlan, DynamicTree, ShapeBandit, build_policy, parse_arms
 from mambaviz.trace import Trace
 from tests.conftest import greedy_reference
 from tests.test_sampling import MIN_P_VALUE, chi_square_p_value, exact_table_distribution, table_decode
@@ -43,6 +43,21 @@ def test_ucb_tokens_per_second_reward_prefers_fast_arm():
         bandit.observe(plan, 2, seconds[bandit.chosen])
     assert bandit.pulls[0] == max(bandit.pulls)
     assert bandit.means()[0] == pytest.approx(200.0)
+
+
+def test_ucb_exploration_sets_pulls_of_close_second_arm():
+    # Arm 1 is 10% better than arm 0, as good tree shapes often are: the textbook constant spends
+    # over 40% of the pulls on the worse arm, the default constant about half as many.
+    def pulls(exploration: float) -> list[int]:
+        bandit = ShapeBandit(ARMS[:2], algorithm="ucb", reward="tokens_per_step", exploration=exploration)
+        for _ in range(50):
+            plan = bandit.next_plan()
+            bandit.observe(plan, 10 if bandit.chosen == 0 else 11, 0.01)
+        return bandit.pulls
+
+    assert pulls(1.0)[0] >= 20
+    assert pulls(UCB_EXPLORATION)[0] <= 12
+    assert pulls(UCB_EXPLORATION)[1] >= 38
 
 
 def test_thompson_plays_unplayed_arms_then_mostly_the_best():

@@ -1,0 +1,164 @@
+"""Bandit replay: tune the UCB1 exploration constant on recorded steps instead of live runs.
+
+    python -m benchmarks.bandit_replay record --preset bundled --limit 20 --out out/steps.json
+    python -m benchmarks.bandit_replay replay out/steps.json --exploration 1,0.4,0.2,0.1
+
+`record` decodes every prompt once with each arm of the pool as a fixed shape and saves every
+step's committed tokens and step seconds. `replay` feeds those steps to the bandit: when it
+picks an arm after `g` generated tokens, it receives the step that the arm's own run took at that
+point of the text. A replayed run costs microseconds, so many exploration constants and seeds can
+be compared on the same recorded outcomes. Each replayed step time is multiplied by log-normal
+noise (sigma 0.1) drawn from the seed, as a shared machine jitters by about that much.
+The report gives the bandit's median tokens/s over prompts ÷ the best and ÷ the median fixed
+arm, with fresh statistics per prompt and with statistics carried from prompt to prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mambaviz.bench import load_prompts
+from mambaviz.cli_generate import add_model_arguments
+from mambaviz.engine import RunSettings, encode_prompt, generate
+from mambaviz.errors import MambavizError
+from mambaviz.models import load_model_set
+from mambaviz.sampling import SamplingConfig
+from mambaviz.search import DEFAULT_ARMS, UCB_EXPLORATION, FixedShape, ShapeBandit, parse_arms
+from mambaviz.tree import format_shape, parse_shape
+
+TIME_NOISE_SIGMA = 0.1
+
+
+def record(args: argparse.Namespace) -> int:
+    """Decode each prompt with each arm as a fixed shape and save every step's (tokens, seconds)."""
+    arms = parse_arms(args.arms) if args.arms else DEFAULT_ARMS
+    sampling = SamplingConfig(args.temperature)
+    prompts = load_prompts(args.prompts, args.limit)
+    models = load_model_set(args.preset, args.target, args.mamba, args.transformer, args.device)
+    steps: dict[str, list[list[tuple[int, float]]]] = {format_shape(arm): [] for arm in arms}
+    for index, prompt in enumerate(tqdm(prompts, desc="record", unit="prompt")):
+        prompt_ids = encode_prompt(models, prompt["prompt"])
+        settings = RunSettings(args.drafter, args.max_new_tokens, sampling, seed=index)
+        for arm in arms:
+            records = generate(models, prompt_ids, settings, FixedShape(arm))
+            steps[format_shape(arm)].append([(len(step.committed), step.step_seconds) for step in records])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"drafter": args.drafter, "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
+                "prompts": args.prompts, "models": models.locations}
+    args.out.write_text(json.dumps({"settings": settings, "steps": steps}), encoding="utf-8")
+    print(f"saved the steps of {len(arms)} arms on {len(prompts)} prompts to {args.out}")
+    return 0
+
+
+def replay_run(steps: dict[str, list[tuple[int, float]]], bandit: ShapeBandit, tokens: int, rng: random.Random):
+    """Replay one prompt through `bandit`; return its tokens per second."""
+    generated, seconds = 0, 0.0
+    while generated < tokens:
+        plan = bandit.next_plan()
+        committed, step_seconds = _step_at(steps[format_shape(bandit.arms[bandit.chosen])], generated)
+        committed = min(committed, tokens - generated)
+        step_seconds *= rng.lognormvariate(0.0, TIME_NOISE_SIGMA)
+        bandit.observe(plan, committed, step_seconds)
+        generated += committed
+        seconds += step_seconds
+    return generated / seconds
+
+
+def _step_at(run: list[tuple[int, float]], generated: int) -> tuple[int, float]:
+    """Return the step of `run` that was decoding when `generated` tokens were done."""
+    done = 0
+    for committed, seconds in run:
+        done += committed
+        if done > generated:
+            return committed, seconds
+    return run[-1]
+
+
+def replay_medians(steps: dict[str, list], algorithm: str, exploration: float, carry: bool, seeds: int,
+                   tokens: int) -> list[float]:
+    """Return, per seed, the bandit's median tokens/s over the recorded prompts."""
+    arms = tuple(parse_shape(arm) for arm in steps)
+    prompts = len(next(iter(steps.values())))
+    medians = []
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        speeds, state = [], None
+        for index in range(prompts):
+            bandit = ShapeBandit(arms, algorithm, seed=seed * 1000 + index, exploration=exploration)
+            if carry and state is not None:
+                bandit.load_statistics(state)
+            runs = {arm: runs[index] for arm, runs in steps.items()}
+            speeds.append(replay_run(runs, bandit, tokens, rng))
+            state = bandit.decision()
+        medians.append(statistics.median(speeds))
+    return medians
+
+
+def replay(args: argparse.Namespace) -> int:
+    recorded = json.loads(args.steps.read_text(encoding="utf-8"))
+    steps = recorded["steps"]
+    if args.arms:
+        missing = [format_shape(arm) for arm in parse_arms(args.arms) if format_shape(arm) not in steps]
+        if missing:
+            raise MambavizError(f"Arms {', '.join(missing)} were not recorded in {args.steps}; record them first.")
+        steps = {format_shape(arm): steps[format_shape(arm)] for arm in parse_arms(args.arms)}
+    tokens = recorded["settings"]["max_new_tokens"]
+
+    fixed = {arm: statistics.median(sum(c for c, _ in run) / sum(s for _, s in run) for run in runs)
+             for arm, runs in steps.items()}
+    best, median = max(fixed.values()), statistics.median(fixed.values())
+    print("fixed arms, median tokens/s: " + ", ".join(f"{arm} {speed:.1f}" for arm, speed in fixed.items()))
+    print(f"{'algorithm':<9} {'c':>5} {'statistics':<10} {'÷ best':>7} {'÷ median':>9} {'worst seed ÷ best':>18}")
+
+    for algorithm in args.algorithms.split(","):
+        # Thompson sampling has no exploration constant, so it runs once.
+        constants = [float(c) for c in args.exploration.split(",")] if algorithm == "ucb" else [UCB_EXPLORATION]
+        for exploration in constants:
+            for carry in (False, True):
+                medians = replay_medians(steps, algorithm, exploration, carry, args.seeds, tokens)
+                constant_text = f"{exploration:.2f}" if algorithm == "ucb" else "-"
+                label = "carried" if carry else "fresh"
+                print(f"{algorithm:<9} {constant_text:>5} {label:<10} {statistics.mean(medians) / best:>7.3f}"
+                      f" {statistics.mean(medians) / median:>9.3f} {min(medians) / best:>18.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    record_parser = commands.add_parser("record", help="record every arm's steps on the prompts")
+    add_model_arguments(record_parser)
+    record_parser.add_argument("--prompts", default="bundled", help="bundled, third-party or a JSON Lines file")
+    record_parser.add_argument("--limit", type=int, default=20, help="number of prompts")
+    record_parser.add_argument("--drafter", default="mamba", help="drafter whose steps are recorded")
+    record_parser.add_argument("--arms", help="arm pool, shapes separated by ';' (default: the bandit's pool)")
+    record_parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding")
+    record_parser.add_argument("--max-new-tokens", type=int, default=128)
+    record_parser.add_argument("--out", type=Path, default=Path("bandit-steps.json"), help="output JSON file")
+    record_parser.set_defaults(run=record)
+    replay_parser = commands.add_parser("replay", help="replay recorded steps through the bandits")
+    replay_parser.add_argument("steps", type=Path, help="a file written by the record command")
+    replay_parser.add_argument("--arms", help="replay only these recorded arms, shapes separated by ';'")
+    replay_parser.add_argument("--exploration", default="1,0.4,0.2,0.1", help="UCB1 exploration constants")
+    replay_parser.add_argument("--algorithms", default="ucb,thompson", help="bandit algorithms, comma-separated")
+    replay_parser.add_argument("--seeds", type=int, default=10, help="replays per setting, each with its own noise")
+    replay_parser.set_defaults(run=replay)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return args.run(args)
+    except (MambavizError, ValueError, OSError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The bandit replay benchmark on synthetic recorded steps: no model runs."""
+
+import json
+
+import pytest
+
+from benchmarks import bandit_replay
+
+
+def recorded_steps(prompts=4, tokens=60) -> dict[str, list]:
+    # Arm 2,2 commits 3 tokens per 10 ms step, arm 1,1 commits 2: arm 2,2 is 1.5 times as fast.
+    return {
+        "1,1": [[(2, 0.01)] * (tokens // 2) for _ in range(prompts)],
+        "2,2": [[(3, 0.01)] * (tokens // 3) for _ in range(prompts)],
+    }
+
+
+def test_replay_run_reaches_token_count():
+    steps = recorded_steps()
+    bandit = bandit_replay.ShapeBandit(((1, 1), (2, 2)))
+    speed = bandit_replay.replay_run({arm: runs[0] for arm, runs in steps.items()}, bandit, 60,
+                                     bandit_replay.random.Random(0))
+    assert 200 < speed < 300
+    assert bandit.pulls[1] > bandit.pulls[0]
+
+
+def test_replay_medians_approach_best_arm():
+    medians = bandit_replay.replay_medians(recorded_steps(), "ucb", 0.2, carry=True, seeds=3, tokens=60)
+    assert len(medians) == 3
+    assert min(medians) > 0.9 * 300
+
+
+def test_replay_command_prints_table(tmp_path, capsys):
+    path = tmp_path / "steps.json"
+    path.write_text(json.dumps({"settings": {"max_new_tokens": 60}, "steps": recorded_steps()}))
+    assert bandit_replay.main(["replay", str(path), "--exploration", "1,0.2", "--seeds", "2"]) == 0
+    output = capsys.readouterr().out
+    assert "fixed arms, median tokens/s: 1,1 200.0, 2,2 300.0" in output
+    assert output.count("ucb ") == 4
+    assert output.count("thompson ") == 2
+
+
+@pytest.mark.parametrize("arms, message", [("9,9", "were not recorded"), ("1,0", "at least 1")])
+def test_replay_command_rejects_unknown_arms(tmp_path, capsys, arms, message):
+    path = tmp_path / "steps.json"
+    path.write_text(json.dumps({"settings": {"max_new_tokens": 60}, "steps": recorded_steps()}))
+    assert bandit_replay.main(["replay", str(path), "--arms", arms]) == 2
+    assert message in capsys.readouterr().err
