@@ -26,13 +26,15 @@ from mambaviz.engine import RunSettings, run
 from mambaviz.errors import MambavizError
 from mambaviz.models import ASSETS, DRAFTER_NAMES, load_model_set
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import REWARDS, ShapeBandit, build_policy
+from mambaviz.search import BANDITS, REWARDS, build_policy
 from mambaviz.trace import summarize
 from mambaviz.tree import parse_shape
+from mambaviz.viz.metrics import context_figures
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_PROMPTS = ASSETS / "prompts" / "heldout.jsonl"
+CARRIED = " carried"
 THIRD_PARTY_PACKAGES = ("numpy", "networkx", "tqdm", "plotly", "safetensors", "huggingface_hub", "gradio")
 
 
@@ -105,39 +107,47 @@ def load_prompts(source: str, limit: int, seed: int = 0) -> list[dict[str, Any]]
 
 # The benchmark.
 
-def configurations(drafters: list[str], trees: list[str]) -> list[tuple[str, str]]:
-    """Pair each drafter with each tree policy; the target alone needs no tree and runs once."""
+def configurations(drafters: list[str], trees: list[str], carry_bandit: bool = False) -> list[tuple[str, str]]:
+    """Pair each drafter with each tree policy; the target alone needs no tree and runs once.
+
+    With `carry_bandit`, each bandit policy also runs a second time as `<policy> carried`.
+    """
     configs = []
     for drafter in drafters:
         if drafter == "none":
             configs.append(("none", "-"))
-        else:
-            configs.extend((drafter, tree) for tree in trees)
+            continue
+        for tree in trees:
+            configs.append((drafter, tree))
+            if carry_bandit and tree in BANDITS:
+                configs.append((drafter, tree + CARRIED))
     return configs
 
 
 def run_benchmark(
-    models, prompts, configs, settings: dict[str, Any], arms: str | None, reward: str, carry_bandit: bool = False
+    models, prompts, configs, settings: dict[str, Any], arms: str | None, reward: str
 ) -> list[dict]:
     """Run every configuration on every prompt, interleaved, and return one record per run.
 
-    With `carry_bandit`, each bandit run starts from the arm statistics its configuration reached on
-    the previous prompt, as a long-running server's bandit would. Otherwise every run starts afresh.
+    A bandit configuration named `<policy> carried` starts each run from the arm statistics it reached
+    on the previous prompt, as a long-running server's bandit would. Every other run starts afresh.
     """
     sampling = SamplingConfig(settings["temperature"], settings["top_k"], settings["top_p"])
     records = []
-    bandit_state: dict[tuple[str, str], dict] = {}
+    bandit_state: dict[tuple[str, str], dict] = {}  # carried statistics per configuration
     progress = tqdm(total=len(prompts) * len(configs), desc="bench", unit="run")
     for index, entry in enumerate(prompts):
         rotation = index % len(configs)
         for drafter, tree in configs[rotation:] + configs[:rotation]:
-            policy = build_policy("1" if tree == "-" else tree, arms, reward, settings["seed"] + index)
-            if carry_bandit and isinstance(policy, ShapeBandit) and (drafter, tree) in bandit_state:
+            carried = tree.endswith(CARRIED)
+            policy_name = "1" if tree == "-" else tree.removesuffix(CARRIED)
+            policy = build_policy(policy_name, arms, reward, settings["seed"] + index)
+            if carried and (drafter, tree) in bandit_state:
                 policy.load_statistics(bandit_state[(drafter, tree)])
             run_settings = RunSettings(drafter, settings["max_new_tokens"], sampling, settings["seed"])
             trace = run(models, entry["prompt"], run_settings, policy)
             figures = summarize(trace)
-            if isinstance(policy, ShapeBandit) and trace.steps:
+            if carried and trace.steps:
                 bandit_state[(drafter, tree)] = trace.steps[-1].policy
             drafted = sum(len(step.nodes) for step in trace.steps)
             records.append({
@@ -271,22 +281,6 @@ def bench_figures(rows: list[dict]):
     return [speed, tau]
 
 
-def context_figures(points: list[benchmark.ContextPoint]):
-    import plotly.graph_objects as go
-
-    timing, cache = go.Figure(), go.Figure()
-    for component in sorted({point.component for point in points}):
-        mine = sorted((p for p in points if p.component == component), key=lambda p: p.context_length)
-        x = [p.context_length for p in mine]
-        timing.add_trace(go.Scatter(x=x, y=[p.ms_per_token for p in mine], mode="lines+markers", name=component))
-        cache.add_trace(go.Scatter(x=x, y=[p.cache_bytes for p in mine], mode="lines+markers", name=component))
-    timing.update_layout(title="Drafting ms per drafted token (target: verification ms per tree token)",
-                         xaxis_title="context length (tokens)", yaxis_title="ms per token")
-    cache.update_layout(title="Cache bytes against context length", xaxis_title="context length (tokens)",
-                        yaxis_title="bytes")
-    return [timing, cache]
-
-
 # Commands.
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -300,7 +294,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", help="bandit arm pool, shapes separated by ';'")
     parser.add_argument("--reward", default="tokens_per_second", choices=REWARDS, help="bandit reward")
     parser.add_argument("--carry-bandit", action="store_true",
-                        help="start each bandit run from the statistics of the same configuration on the previous prompt")
+                        help="also run each bandit as '<policy> carried', starting every prompt from the arm statistics"
+                             " it reached on the previous prompt")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -326,9 +321,9 @@ def run_bench(args: argparse.Namespace) -> int:
     settings = {"prompts": args.prompts, "limit": args.limit, "temperature": args.temperature, "top_k": args.top_k,
                 "top_p": args.top_p, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
                 "models": models.locations, "device": str(models.device)}
-    configs = configurations(drafters, trees)
+    configs = configurations(drafters, trees, args.carry_bandit)
     settings["carry_bandit"] = args.carry_bandit
-    records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward, args.carry_bandit)
+    records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward)
     rows = summarize_runs(records)
     verdicts = bandit_verdicts(rows)
 
@@ -355,12 +350,7 @@ def add_context_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_context(args: argparse.Namespace) -> int:
-    try:
-        lengths = sorted({int(length) for length in args.lengths.split(",") if length.strip()})
-    except ValueError:
-        raise MambavizError(f"Lengths {args.lengths!r} are invalid; write whole numbers separated by commas.") from None
-    if not lengths or lengths[0] < 2:
-        raise MambavizError(f"Lengths {args.lengths!r} are invalid; every context length must be at least 2 tokens.")
+    lengths = benchmark.parse_lengths(args.lengths)
     if args.repeats < 1:
         raise MambavizError(f"Repeats {args.repeats} is invalid; it must be a positive integer.")
     shape = parse_shape(args.tree)
@@ -376,6 +366,6 @@ def run_context(args: argparse.Namespace) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     table = context_markdown(points, ratios)
     (args.out / "results.md").write_text(table, encoding="utf-8")
-    write_html(args.out / "report.html", "mambaviz context sweep", context_figures(points), [table])
+    write_html(args.out / "report.html", "mambaviz context sweep", list(context_figures(points)), [table])
     sys.stdout.write(table)
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from mambaviz.engine import RunSettings, build_drafter, encode_prompt, generate
+from mambaviz.errors import MambavizError
 from mambaviz.metrics import ForwardClock, now
 from mambaviz.models import ModelSet
 from mambaviz.sampling import SamplingConfig
@@ -22,6 +23,8 @@ from mambaviz.trace import Trace
 from mambaviz.verify import Target
 
 logger = logging.getLogger(__name__)
+
+SWEEP_SHAPE = (3, 2, 2, 1, 1)
 
 
 @dataclass
@@ -34,6 +37,19 @@ class ContextPoint:
     cache_bytes: int
 
 
+def parse_lengths(text: str, maximum: int | None = None) -> list[int]:
+    """Parse comma-separated context lengths such as `128,512,2048` into a sorted list without repeats."""
+    try:
+        lengths = sorted({int(length) for length in text.split(",") if length.strip()})
+    except ValueError:
+        raise MambavizError(f"Lengths {text!r} are invalid; write whole numbers separated by commas.") from None
+    if not lengths or lengths[0] < 2:
+        raise MambavizError(f"Lengths {text!r} are invalid; every context length must be at least 2 tokens.")
+    if maximum is not None and lengths[-1] > maximum:
+        raise MambavizError(f"Length {lengths[-1]} is too long here; use context lengths of at most {maximum} tokens.")
+    return lengths
+
+
 def context_ids(models: ModelSet, length: int, seed: int = 0) -> list[int]:
     """Draw a context of `length` random token ids; the timings do not depend on the content."""
     generator = torch.Generator().manual_seed(seed)
@@ -44,7 +60,7 @@ def context_sweep(
     models: ModelSet,
     lengths: list[int],
     drafters: tuple[str, ...] = ("mamba", "transformer"),
-    shape: tuple[int, ...] = (3, 2, 2, 1, 1),
+    shape: tuple[int, ...] = SWEEP_SHAPE,
     repeats: int = 10,
     include_target: bool = True,
 ) -> list[ContextPoint]:

@@ -28,9 +28,11 @@ def client(app_url):
 
 
 def run_inputs(trio, prompt=PROMPT, drafter="mamba", tree="3,2,2,1,1", decoding="greedy", max_new_tokens=16,
-               preset="custom", temperature=0.8, top_k=0, top_p=1.0, seed=0):
+               preset="custom", temperature=0.8, top_k=0, top_p=1.0, seed=0, arms="1,1,1;2,2",
+               reward="tokens_per_second"):
+    """The run panel's values, as /generate (whose warm-start box stays at its default, off) and /compare take them."""
     return (prompt, preset, trio["target"], trio["mamba"], trio["transformer"], drafter, tree, decoding, temperature,
-            top_k, top_p, seed, max_new_tokens)
+            top_k, top_p, seed, max_new_tokens, arms, reward)
 
 
 def plot_json(value) -> dict:
@@ -204,3 +206,56 @@ def test_generate_with_adaptive_policy(client, code_trio, tree, phrase):
     assert search_title.startswith("ucb bandit" if tree == "ucb" else "Dynamic tree")
     assert ("mean reward (tokens_per_second)" in details) == (tree == "ucb")
     assert downloaded_trace(download).settings["tree"].startswith(tree.split(":")[0])
+
+
+def test_context_sweep_draws_time_and_cache_against_length(client, code_trio):
+    table, timing, cache = client.predict("64,32", *run_inputs(code_trio)[1:5], api_name="/context_sweep")
+    assert table.index("<td style=\"text-align: right; padding: 2px 10px;\">32</td>") < table.index(">64</td>")
+    assert "Mamba drafter ms/token" in table and "Transformer drafter cache" in table
+    timing_names = {line["name"] for line in plot_json(timing)["data"]}
+    assert timing_names == {"Mamba drafter", "Transformer drafter", "target verification"}
+    mamba_cache = next(line for line in plot_json(cache)["data"] if line["name"] == "Mamba drafter")
+    transformer_cache = next(line for line in plot_json(cache)["data"] if line["name"] == "Transformer drafter")
+    assert mamba_cache["y"][0] == mamba_cache["y"][1]
+    assert transformer_cache["y"][0] < transformer_cache["y"][1]
+
+
+@pytest.mark.parametrize("lengths, message", [
+    ("128,abc", "write whole numbers separated by commas"),
+    ("1", "at least 2 tokens"),
+    ("100000", "at most 8192 tokens"),
+    ("10,20,30,40,50,60,70", "give at most 6"),
+])
+def test_context_sweep_rejects_bad_lengths(client, code_trio, lengths, message):
+    table, timing, cache = client.predict(lengths, *run_inputs(code_trio)[1:5], api_name="/context_sweep")
+    assert table.startswith("⚠️") and message in table
+    assert unchanged(timing) and unchanged(cache)
+
+
+def test_generate_bandit_uses_arms_and_warm_start(client, code_trio):
+    *_, first = client.predict(*run_inputs(code_trio, tree="ucb", reward="tokens_per_step"), api_name="/generate")
+    first_trace = downloaded_trace(first)
+    decision = first_trace.steps[-1].policy
+    assert decision["arms"] == ["1,1,1", "2,2"]
+    assert decision["reward"] == "tokens_per_step"
+
+    *_, second = client.predict(*run_inputs(code_trio, tree="ucb", reward="tokens_per_step"), True,
+                                api_name="/generate")
+    second_trace = downloaded_trace(second)
+    first_pulls = sum(decision["pulls"])
+    # A step records the statistics after its own pull.
+    assert sum(second_trace.steps[0].policy["pulls"]) == first_pulls + 1
+    assert sum(second_trace.steps[-1].policy["pulls"]) == first_pulls + len(second_trace.steps)
+
+
+def test_generate_warm_start_needs_previous_bandit_run(client, code_trio):
+    client.predict(*run_inputs(code_trio, tree="chain:3"), api_name="/generate")
+    status, *rest = client.predict(*run_inputs(code_trio, tree="ucb"), True, api_name="/generate")
+    assert status.startswith("⚠️ There are no arm statistics to start from")
+    assert all(unchanged(value) for value in rest)
+
+
+def test_generate_rejects_invalid_arm_pool(client, code_trio):
+    status, *rest = client.predict(*run_inputs(code_trio, tree="ucb", arms="1,1;0"), api_name="/generate")
+    assert status.startswith("⚠️") and "0" in status
+    assert all(unchanged(value) for value in rest)

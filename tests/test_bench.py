@@ -55,6 +55,12 @@ def test_configurations_run_the_target_alone_once():
                        ("transformer", "ucb")]
 
 
+def test_configurations_add_carried_bandits():
+    configs = bench.configurations(["mamba"], ["1,1", "ucb", "thompson", "dynamic:8"], carry_bandit=True)
+    assert configs == [("mamba", "1,1"), ("mamba", "ucb"), ("mamba", "ucb carried"), ("mamba", "thompson"),
+                       ("mamba", "thompson carried"), ("mamba", "dynamic:8")]
+
+
 def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
     prompts = write_lines(tmp_path / "prompts.jsonl", [json.dumps({"prompt": text}) for text in
                                                         ["def add(a, b):", "class Point:", "import os"]])
@@ -65,20 +71,25 @@ def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
                    "--out", str(out)])
     assert status == 0
     results = json.loads((out / "results.json").read_text())
-    assert len(results["runs"]) == 3 * (2 * 3 + 1)
+    # Per drafter: two fixed shapes, ucb and ucb carried; and the target alone.
+    assert len(results["runs"]) == 3 * (2 * 4 + 1)
     # Interleaved: runs go prompt by prompt, every configuration on one prompt before the next prompt.
-    assert [run["prompt_index"] for run in results["runs"]] == [0] * 7 + [1] * 7 + [2] * 7
-    assert results["runs"][0]["drafter"] != results["runs"][7]["drafter"] or \
-        results["runs"][0]["tree"] != results["runs"][7]["tree"]
-    bandit_pulls = [sum(run["bandit"]["pulls"]) for run in results["runs"] if run["tree"] == "ucb" and
-                    run["drafter"] == "mamba"]
-    assert bandit_pulls == sorted(bandit_pulls)
-    assert bandit_pulls[-1] == sum(run["steps"] for run in results["runs"] if run["tree"] == "ucb" and
-                                   run["drafter"] == "mamba")
+    assert [run["prompt_index"] for run in results["runs"]] == [0] * 9 + [1] * 9 + [2] * 9
+    assert results["runs"][0]["drafter"] != results["runs"][9]["drafter"] or \
+        results["runs"][0]["tree"] != results["runs"][9]["tree"]
+
+    def mamba_runs(tree):
+        return [run for run in results["runs"] if run["tree"] == tree and run["drafter"] == "mamba"]
+
+    carried_pulls = [sum(run["bandit"]["pulls"]) for run in mamba_runs("ucb carried")]
+    assert carried_pulls == sorted(carried_pulls)
+    assert carried_pulls[-1] == sum(run["steps"] for run in mamba_runs("ucb carried"))
+    fresh_pulls = [sum(run["bandit"]["pulls"]) for run in mamba_runs("ucb")]
+    assert fresh_pulls == [run["steps"] for run in mamba_runs("ucb")]
     summary = {(row["drafter"], row["tree"]): row for row in results["summary"]}
     assert summary[("none", "-")]["median_speedup"] == pytest.approx(1.0)
     assert all(row["same_output_as_target"] for row in results["summary"])
-    assert {v["tree"] for v in results["adaptive_vs_fixed"]} == {"ucb"}
+    assert {v["tree"] for v in results["adaptive_vs_fixed"]} == {"ucb", "ucb carried"}
     assert (out / "results.md").read_text().startswith("| drafter | tree |")
     html = (out / "report.html").read_text()
     assert "plotly" in html

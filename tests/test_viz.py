@@ -83,7 +83,7 @@ def test_tree_figure_colours_symbols_and_counts():
         assert len(trace.x) == expected_counts[name]
         assert trace.marker.color == colour
         assert trace.marker.symbol == symbol
-    assert "Step 1 of 4" in figure.layout.title.text
+    assert figure.layout.title.text.startswith("Step 1 of 4: shape 2,2,1, 6 drafted nodes")
 
 
 def test_tree_figure_thick_accepted_path():
@@ -289,6 +289,18 @@ def test_search_figure_marks_arm_chosen_per_step(code_models):
     assert list(points.y) == [step.policy["arms"][step.policy["chosen"]] for step in trace.steps]
     assert list(points.y[:3]) == ["1,1", "2,2,1", "3,1"]  # UCB1 plays every arm once first
     assert figure.layout.title.text == "ucb bandit: arm chosen at each step"
+
+
+def test_tree_figure_title_names_arm_or_budget(code_models):
+    from mambaviz.engine import RunSettings, run
+    from mambaviz.search import build_policy
+
+    bandit = bandit_trace(code_models)
+    for step in bandit.steps[:3]:
+        arm = step.policy["arms"][step.policy["chosen"]]
+        assert f"shape {arm} (ucb arm)" in tree_figure(step).layout.title.text
+    dynamic = run(code_models, "import os", RunSettings("mamba", 8), build_policy("dynamic:6"))
+    assert "dynamic tree of at most 6 nodes" in tree_figure(dynamic.steps[0]).layout.title.text
 
 
 def test_search_table_lists_every_arm_at_the_step(code_models):

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from mambaviz import benchmark
 from mambaviz.compare import compare_runs, finish_trace
 from mambaviz.engine import RunSettings, describe_settings, encode_prompt, generate
 from mambaviz.errors import MambavizError
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import ShapePolicy, build_policy
+from mambaviz.search import ShapeBandit, ShapePolicy, build_policy, last_bandit_decision
 from mambaviz.trace import Trace
 from mambaviz.ui.registry import CUSTOM, ModelRegistry, resolve_choice
 from mambaviz.ui.render import (
@@ -30,6 +31,7 @@ from mambaviz.ui.render import (
     step_view,
 )
 from mambaviz.ui.session import StopFlags, TraceFiles
+from mambaviz.viz.metrics import context_figures, context_table_html
 from mambaviz.viz.text import output_html
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,12 @@ logger = logging.getLogger(__name__)
 TREE_RENDER_INTERVAL = 0.6
 TEXT_RENDER_INTERVAL = 0.2
 COMPARE_RENDER_INTERVAL = 1.0
+
+# The app's context sweep drafts a few trees per length, and at most this many lengths and tokens,
+# so one user's sweep stays under a minute on a 2-core CPU.
+SWEEP_REPEATS = 4
+SWEEP_MAX_LENGTHS = 6
+SWEEP_MAX_TOKENS = 8192
 
 EXPLORER_OUTPUT_COUNT = 12
 COMPARE_OUTPUT_COUNT = 8
@@ -61,6 +69,8 @@ class RunRequest:
     top_p: float
     seed: float
     max_new_tokens: float
+    arms: str = ""
+    reward: str = "tokens_per_second"
 
     def settings(self, drafter: str | None = None) -> RunSettings:
         """Validate the fields and return RunSettings, raising MambavizError on the first bad value."""
@@ -74,7 +84,7 @@ class RunRequest:
 
     def make_policy(self) -> ShapePolicy:
         """Build the tree-shape policy: a fixed shape, chain:K, ucb, thompson or dynamic:NODES."""
-        return build_policy(self.tree or "", seed=whole_number(self.seed, "Seed"))
+        return build_policy(self.tree or "", self.arms or None, self.reward, whole_number(self.seed, "Seed"))
 
 
 def whole_number(value, name: str) -> int:
@@ -85,6 +95,13 @@ def whole_number(value, name: str) -> int:
     if not number.is_integer():
         raise MambavizError(f"{name} {value} is invalid; it must be a whole number.")
     return int(number)
+
+
+def model_request(preset, target, mamba, transformer) -> tuple[RunRequest, tuple[str, ...]]:
+    """Return a request for the model fields alone, and the drafters it names (both for a preset)."""
+    request = RunRequest("", preset, target, mamba, transformer, "mamba", "", "greedy", 0, 0, 1.0, 0, 1)
+    drafters = tuple(name for name in ("mamba", "transformer") if getattr(request, name) or preset != CUSTOM)
+    return request, drafters
 
 
 def session_of(request: gr.Request | None) -> str:
@@ -115,9 +132,7 @@ class Handlers:
 
     def load_models(self, preset, target, mamba, transformer, progress=gr.Progress()) -> str:
         """Load the chosen target and both drafters now, so the first run does not wait for them."""
-        request = RunRequest("", preset, target, mamba, transformer, "mamba", "", "greedy", 0, 0, 1.0, 0, 1)
-        drafters = tuple(name for name in ("mamba", "transformer")
-                         if getattr(request, name) or preset != CUSTOM)
+        request, drafters = model_request(preset, target, mamba, transformer)
         try:
             models = self._load(request, drafters, progress)
         except MambavizError as error:
@@ -129,14 +144,25 @@ class Handlers:
     # ----- explorer -------------------------------------------------------------------------------
 
     def run(self, prompt, preset, target, mamba, transformer, drafter, tree, decoding, temperature, top_k, top_p,
-            seed, max_new_tokens, request: gr.Request, progress=gr.Progress()) -> Iterator[tuple]:
-        """Run one generation, streaming the output text as steps complete and the tree every TREE_RENDER_INTERVAL."""
+            seed, max_new_tokens, arms, reward, warm_start, previous: Trace | None, request: gr.Request,
+            progress=gr.Progress()) -> Iterator[tuple]:
+        """Run one generation, streaming the output text as steps complete and the tree every TREE_RENDER_INTERVAL.
+
+        With `warm_start`, a bandit starts from the arm statistics at the end of `previous`, the
+        page's last run.
+        """
         run_request = RunRequest(prompt, preset, target, mamba, transformer, drafter, tree, decoding, temperature,
-                                 top_k, top_p, seed, max_new_tokens)
+                                 top_k, top_p, seed, max_new_tokens, arms, reward)
         skip = (gr.skip(),) * (EXPLORER_OUTPUT_COUNT - 1)
         try:
             settings = run_request.settings()
             policy = run_request.make_policy()
+            if warm_start and isinstance(policy, ShapeBandit):
+                decision = last_bandit_decision(previous.steps) if previous is not None else None
+                if decision is None:
+                    raise MambavizError("There are no arm statistics to start from: the previous run was not a"
+                                        " bandit run. Clear the option or run ucb or thompson first.")
+                policy.load_statistics(decision)
             models = self._load(run_request, (settings.drafter,), progress)
             prompt_ids = encode_prompt(models, prompt)
         except MambavizError as error:
@@ -226,13 +252,40 @@ class Handlers:
         status = run_status(trace, "Replaying a trace file")
         return explorer_view(trace, status, self.trace_files.write(trace, f"replay-{trace.settings.get('drafter')}"))
 
+    # ----- context sweep --------------------------------------------------------------------------
+
+    def context_sweep(self, lengths, preset, target, mamba, transformer, progress=gr.Progress()) -> tuple:
+        """Time drafting and verification at each context length with the run panel's models."""
+        request, drafters = model_request(preset, target, mamba, transformer)
+        try:
+            parsed = benchmark.parse_lengths(lengths or "", maximum=SWEEP_MAX_TOKENS)
+            if len(parsed) > SWEEP_MAX_LENGTHS:
+                raise MambavizError(f"{len(parsed)} context lengths is too many here; give at most"
+                                    f" {SWEEP_MAX_LENGTHS}, or run python -m mambaviz bench-context.")
+            models = self._load(request, drafters, progress)
+        except MambavizError as error:
+            logger.info("context sweep rejected: %s", error)
+            return warn(str(error)), gr.skip(), gr.skip()
+        progress(0.5, desc=f"Measuring at {len(parsed)} context lengths")
+        try:
+            points = benchmark.context_sweep(models, parsed, drafters=drafters, repeats=SWEEP_REPEATS)
+        except Exception as error:  # noqa: BLE001 - a model may refuse long contexts; keep the page usable
+            logger.exception("context sweep failed")
+            return warn(f"The sweep failed ({type(error).__name__}: {error}); try shorter context lengths."), \
+                gr.skip(), gr.skip()
+        table = context_table_html(points, benchmark.growth_ratios(points))
+        if models.max_context is not None and parsed[-1] > models.max_context:
+            table += (f"<p>The target was built for {models.max_context:,} positions: beyond that these figures time"
+                      " the computation, not useful predictions.</p>")
+        return (table, *context_figures(points))
+
     # ----- compare --------------------------------------------------------------------------------
 
     def compare(self, prompt, preset, target, mamba, transformer, drafter, tree, decoding, temperature, top_k, top_p,
-                seed, max_new_tokens, request: gr.Request, progress=gr.Progress()) -> Iterator[tuple]:
+                seed, max_new_tokens, arms, reward, request: gr.Request, progress=gr.Progress()) -> Iterator[tuple]:
         """Run the prompt with the Mamba drafter, the Transformer drafter and the target alone, interleaved."""
         run_request = RunRequest(prompt, preset, target, mamba, transformer, drafter, tree, decoding, temperature,
-                                 top_k, top_p, seed, max_new_tokens)
+                                 top_k, top_p, seed, max_new_tokens, arms, reward)
         skip = (gr.skip(),) * (COMPARE_OUTPUT_COUNT - 1)
         try:
             settings = run_request.settings(drafter="none")

@@ -13,8 +13,10 @@ import gradio as gr
 
 from mambaviz.errors import MambavizError
 from mambaviz.models import ASSETS
+from mambaviz.search import BANDITS, DEFAULT_ARMS
 from mambaviz.ui.handlers import Handlers
 from mambaviz.ui.prompts import example_prompts
+from mambaviz.tree import format_shape
 from mambaviz.ui.registry import CUSTOM, ModelChoice, ModelRegistry, resolve_choice
 
 logger = logging.getLogger(__name__)
@@ -119,7 +121,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
 
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                run_inputs, run_button, stop_button, model_fields = _run_panel(prompts, start_preset, start_choice)
+                run_inputs, warm_start, run_button, stop_button, model_fields = _run_panel(
+                    prompts, start_preset, start_choice)
             with gr.Column(scale=3):
                 status = gr.Markdown("Enter a prompt and press **Generate**.", elem_id="mambaviz-status")
                 with gr.Row():
@@ -143,6 +146,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                         time_plot = gr.Plot(label="Time per step")
                         accepted_plot = gr.Plot(label="Accepted length per step")
                         cache_plot = gr.Plot(label="Cache size")
+                        sweep_parts = _context_sweep_panel()
                     with gr.Tab("Search", id="search"):
                         search_plot = gr.Plot(label="Tree search", elem_id="search-plot")
                         gr.Markdown("The table of every arm's pulls, mean reward and score at the selected step is in"
@@ -158,7 +162,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         engine = {"concurrency_limit": config.concurrency, "concurrency_id": "engine"}
         light = {"concurrency_limit": None, "show_progress": "hidden"}
 
-        run_button.click(zero_gpu(handlers.run), run_inputs, explorer_outputs, api_name="generate",
+        run_button.click(zero_gpu(handlers.run), [*run_inputs, warm_start, trace_state], explorer_outputs,
+                         api_name="generate",
                          show_progress="minimal", show_progress_on=[status], **engine)
         stop_button.click(handlers.stop, None, status, api_name="stop", **light)
         upload_button.upload(handlers.replay, upload_button, explorer_outputs, api_name="replay", **light)
@@ -180,6 +185,11 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         compare_stop.click(handlers.stop, None, compare_outputs[0], api_visibility="private", **light)
         compare_upload.upload(handlers.replay_comparison, compare_upload, compare_outputs,
                               api_name="replay_comparison", **light)
+
+        sweep_lengths, sweep_button, sweep_outputs = sweep_parts
+        sweep_button.click(zero_gpu(handlers.context_sweep), [sweep_lengths, *run_inputs[1:5]], sweep_outputs,
+                           api_name="context_sweep", show_progress="minimal", show_progress_on=[sweep_outputs[0]],
+                           **engine)
 
         preset_radio, custom_group, load_button, models_status = model_fields
         preset_radio.change(lambda preset: gr.Group(visible=preset == CUSTOM), preset_radio, custom_group,
@@ -203,6 +213,17 @@ def _run_panel(prompts: list[str], start_preset: str, start_choice: ModelChoice)
                        info="Branching factor per depth (e.g. 3,2,2,1,1, at most 512 nodes) or chain:K; ucb and"
                             " thompson choose among shapes with a bandit; dynamic:N grows N nodes by drafter"
                             " confidence.")
+    with gr.Group(visible=False) as bandit_group:
+        arms = gr.Textbox(";".join(format_shape(arm) for arm in DEFAULT_ARMS), label="Bandit arms (tree shapes)",
+                          info="Tree shapes separated by ';', e.g. 1,1,1,1;3,2,2,1,1.", elem_id="arms")
+        reward = gr.Radio([("tokens per second", "tokens_per_second"), ("tokens per step", "tokens_per_step")],
+                          value="tokens_per_second", label="Bandit reward",
+                          info="Tokens per step does not depend on the machine's speed.")
+        warm_start = gr.Checkbox(False, label="Start from the previous run's arm statistics",
+                                 info="The previous run in this page must be a bandit run with the same arms.",
+                                 elem_id="warm-start")
+    tree.change(lambda value: gr.Group(visible=(value or "").strip() in BANDITS), tree, bandit_group,
+                api_visibility="private", concurrency_limit=None, show_progress="hidden")
     decoding = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
     with gr.Group(visible=False) as sampling_group:
         temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="Temperature")
@@ -228,8 +249,26 @@ def _run_panel(prompts: list[str], start_preset: str, start_choice: ModelChoice)
         models_status = gr.Markdown()
 
     inputs = [prompt, preset, target, mamba, transformer, drafter, tree, decoding, temperature, top_k, top_p, seed,
-              max_new_tokens]
-    return inputs, run_button, stop_button, (preset, custom_group, load_button, models_status)
+              max_new_tokens, arms, reward]
+    return inputs, warm_start, run_button, stop_button, (preset, custom_group, load_button, models_status)
+
+
+def _context_sweep_panel():
+    with gr.Accordion("Drafting cost against context length", open=False, elem_id="context-sweep"):
+        gr.Markdown("Drafts a few trees of shape 3,2,2,1,1 after contexts of each length (random tokens) with the"
+                    " models chosen in the run panel, and times each drafter and the target's verification. The"
+                    " Mamba drafter's state has the same size at every length; a Transformer drafter's KV cache"
+                    " grows with the context.")
+        with gr.Row(equal_height=True):
+            lengths = gr.Textbox("128,512,1024,2048", label="Context lengths (tokens)", scale=3,
+                                 info="Comma-separated, at most 6 lengths of up to 8192 tokens.",
+                                 elem_id="sweep-lengths")
+            button = gr.Button("Measure", scale=1, elem_id="sweep-run")
+        table = gr.HTML(elem_id="sweep-table")
+        with gr.Row():
+            time_plot = gr.Plot(label="Drafting time against context length")
+            cache_plot = gr.Plot(label="Cache size against context length")
+    return lengths, button, [table, time_plot, cache_plot]
 
 
 def _compare_tab():

@@ -156,6 +156,48 @@ def cache_figure(runs: list[tuple[str, Trace]], include_target: bool = True) -> 
     return _base_layout(figure, "Cache size against context length", "context length (tokens)", "MiB")
 
 
+def context_figures(points) -> tuple[go.Figure, go.Figure]:
+    """Plot a context sweep's `ContextPoint`s: ms per token, and cache bytes, against context length."""
+    timing, cache = go.Figure(), go.Figure()
+    fallback = itertools.cycle(["#2ca02c", "#9467bd", "#8c564b"])
+    for component in sorted({point.component for point in points}):
+        mine = sorted((p for p in points if p.component == component), key=lambda p: p.context_length)
+        x = [p.context_length for p in mine]
+        colour = "#444444" if component == "target" else _colour(component, fallback)
+        label = "target verification" if component == "target" else DRAFTER_LABELS.get(component, component)
+        timing.add_trace(go.Scatter(x=x, y=[p.ms_per_token for p in mine], mode="lines+markers", name=label,
+                                    line={"color": colour}))
+        cache.add_trace(go.Scatter(x=x, y=[p.cache_bytes / MIB for p in mine], mode="lines+markers",
+                                   name=label, line={"color": colour}))
+    _base_layout(timing, "Drafting ms per drafted token (target: verification ms per tree token)",
+                 "context length (tokens)", "ms per token")
+    _base_layout(cache, "Cache size against context length", "context length (tokens)", "MiB")
+    for figure in (timing, cache):
+        figure.update_yaxes(rangemode="tozero")
+        figure.update_layout(hovermode="closest")
+    return timing, cache
+
+
+def context_table_html(points, ratios: dict[str, float]) -> str:
+    """Tabulate a context sweep: one row per context length, ms per token and cache size per component."""
+    components = sorted({point.component for point in points})
+    lengths = sorted({point.context_length for point in points})
+    by_key = {(point.component, point.context_length): point for point in points}
+    labels = {name: "target verification" if name == "target" else DRAFTER_LABELS.get(name, name)
+              for name in components}
+    cell = 'style="text-align: right; padding: 2px 10px;"'
+    header = "".join(f"<th {cell}>{html.escape(labels[name])} ms/token</th>" for name in components)
+    header += "".join(f"<th {cell}>{html.escape(labels[name])} cache</th>" for name in components if name != "target")
+    rows = []
+    for length in lengths:
+        values = [f"{by_key[(name, length)].ms_per_token:.3f}" for name in components]
+        values += [format_bytes(by_key[(name, length)].cache_bytes) for name in components if name != "target"]
+        rows.append(f"<tr><td {cell}>{length:,}</td>" + "".join(f"<td {cell}>{value}</td>" for value in values) + "</tr>")
+    growth = ", ".join(f"{html.escape(labels[name])} {ratios[name]:.2f}×" for name in components if name in ratios)
+    return (f'<table style="font-size: 14px;"><tr><th {cell}>context (tokens)</th>{header}</tr>{"".join(rows)}</table>'
+            f"<p>ms per token at the longest ÷ the shortest context: {growth}.</p>")
+
+
 def progress_figure(runs: list[tuple[str, Trace]]) -> go.Figure:
     """Plot committed tokens against decoding time (prefill excluded), one line per run: steeper is faster."""
     figure = go.Figure()

@@ -168,6 +168,17 @@ def _node_trace(step: StepRecord, graph: nx.DiGraph, positions: dict, status: st
     )
 
 
+def shape_label(step: StepRecord) -> str:
+    """Name the tree shape a step used: its branching factors, the bandit arm, or the dynamic tree's budget."""
+    decision = step.policy or {}
+    if decision.get("kind") == "dynamic":
+        return f"dynamic tree of at most {decision['node_budget']} nodes"
+    shape = ",".join(str(branching) for branching in step.shape) or "no draft"
+    if decision.get("kind") == "bandit":
+        return f"shape {shape} ({decision['algorithm']} arm)"
+    return f"shape {shape}"
+
+
 def tree_figure(step: StepRecord, step_count: int | None = None) -> go.Figure:
     """Draw one step's draft tree: nodes by status, edges parent → child, the accepted path thicker.
 
@@ -200,7 +211,7 @@ def tree_figure(step: StepRecord, step_count: int | None = None) -> go.Figure:
     max_depth = max(depth for depth, _ in positions.values())
 
     title = f"Step {step.index + 1}" + (f" of {step_count}" if step_count else "")
-    title += f": {len(step.nodes)} drafted nodes, accepted length {step.accepted_length}"
+    title += f": {shape_label(step)}, {len(step.nodes)} drafted nodes, accepted length {step.accepted_length}"
     if has_committed_bonus(step):
         title += f" ({len(step.accepted)} drafted + bonus)"
     if step.stop_reason:
