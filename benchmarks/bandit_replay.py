@@ -5,8 +5,8 @@
 
 `record` decodes every prompt once with each arm of the pool as a fixed shape and saves every
 step's committed tokens and step seconds. `replay` feeds those steps to the bandit: when it
-picks an arm after `g` generated tokens, it receives the step that the arm's own run took at that
-point of the text. A replayed run costs microseconds, so many exploration constants and seeds can
+picks an arm after `g` generated tokens, it receives a random step of the arm's own run from
+within 16 tokens of that point of the text. A replayed run costs microseconds, so many exploration constants and seeds can
 be compared on the same recorded outcomes. Each replayed step time is multiplied by log-normal
 noise (sigma 0.1) drawn from the seed, as a shared machine jitters by about that much.
 The report gives the bandit's median tokens/s over prompts ÷ the best and ÷ the median fixed
@@ -35,6 +35,7 @@ from mambaviz.search import DEFAULT_ARMS, UCB_EXPLORATION, FixedShape, ShapeBand
 from mambaviz.tree import format_shape, parse_shape
 
 TIME_NOISE_SIGMA = 0.1
+STEP_WINDOW = 16  # tokens
 
 
 def record(args: argparse.Namespace) -> int:
@@ -63,7 +64,7 @@ def replay_run(steps: dict[str, list[tuple[int, float]]], bandit: ShapeBandit, t
     generated, seconds = 0, 0.0
     while generated < tokens:
         plan = bandit.next_plan()
-        committed, step_seconds = _step_at(steps[format_shape(bandit.arms[bandit.chosen])], generated)
+        committed, step_seconds = _step_at(steps[format_shape(bandit.arms[bandit.chosen])], generated, rng)
         committed = min(committed, tokens - generated)
         step_seconds *= rng.lognormvariate(0.0, TIME_NOISE_SIGMA)
         bandit.observe(plan, committed, step_seconds)
@@ -72,14 +73,18 @@ def replay_run(steps: dict[str, list[tuple[int, float]]], bandit: ShapeBandit, t
     return generated / seconds
 
 
-def _step_at(run: list[tuple[int, float]], generated: int) -> tuple[int, float]:
-    """Return the step of `run` that was decoding when `generated` tokens were done."""
-    done = 0
+def _step_at(run: list[tuple[int, float]], generated: int, rng: random.Random) -> tuple[int, float]:
+    """Return a random step of `run` among those that began within STEP_WINDOW tokens of `generated`.
+
+    Drawing among nearby steps, rather than taking the one step at that point, gives a replayed
+    bandit the step-to-step variation of a live run while keeping how easy each part of the text is.
+    """
+    nearby, done = [], 0
     for committed, seconds in run:
+        if abs(done - generated) <= STEP_WINDOW:
+            nearby.append((committed, seconds))
         done += committed
-        if done > generated:
-            return committed, seconds
-    return run[-1]
+    return rng.choice(nearby) if nearby else run[-1]
 
 
 def replay_medians(steps: dict[str, list], algorithm: str, exploration: float, carry: bool, seeds: int,
@@ -112,10 +117,11 @@ def replay(args: argparse.Namespace) -> int:
         steps = {format_shape(arm): steps[format_shape(arm)] for arm in parse_arms(args.arms)}
     tokens = recorded["settings"]["max_new_tokens"]
 
-    fixed = {arm: statistics.median(sum(c for c, _ in run) / sum(s for _, s in run) for run in runs)
+    # Each fixed arm is replayed the same way, alone, so that sampling steps treats both sides alike.
+    fixed = {arm: statistics.mean(replay_medians({arm: runs}, "ucb", UCB_EXPLORATION, False, args.seeds, tokens))
              for arm, runs in steps.items()}
     best, median = max(fixed.values()), statistics.median(fixed.values())
-    print("fixed arms, median tokens/s: " + ", ".join(f"{arm} {speed:.1f}" for arm, speed in fixed.items()))
+    print("fixed arms, median tokens/s replayed: " + ", ".join(f"{arm} {speed:.1f}" for arm, speed in fixed.items()))
     print(f"{'algorithm':<9} {'c':>5} {'statistics':<10} {'÷ best':>7} {'÷ median':>9} {'worst seed ÷ best':>18}")
 
     for algorithm in args.algorithms.split(","):

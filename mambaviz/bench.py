@@ -167,8 +167,12 @@ def run_benchmark(
     return records
 
 
-def summarize_runs(records: list[dict]) -> list[dict]:
-    """Per configuration: medians over prompts, and the speedup over the target alone on the same prompts."""
+def summarize_runs(records: list[dict], greedy: bool = True) -> list[dict]:
+    """Per configuration: medians over prompts, and the speedup over the target alone on the same prompts.
+
+    Outputs are compared with the target alone's under greedy decoding only: sampled runs draw from
+    their own random streams, so their texts differ even though their distribution is the target's.
+    """
     baseline = {r["prompt_index"]: r for r in records if r["drafter"] == "none"}
     groups: dict[tuple[str, str], list[dict]] = {}
     for record in records:
@@ -179,7 +183,7 @@ def summarize_runs(records: list[dict]) -> list[dict]:
         speedups = [r["tokens_per_second"] / baseline[r["prompt_index"]]["tokens_per_second"]
                     for r in runs if r["prompt_index"] in baseline]
         same_output = [r["new_tokens_ids"] == baseline[r["prompt_index"]]["new_tokens_ids"]
-                       for r in runs if r["prompt_index"] in baseline]
+                       for r in runs if r["prompt_index"] in baseline and greedy]
         tokens = sum(r["new_tokens"] for r in runs)
         steps = sum(r["steps"] for r in runs)
         draft_ms = [r["draft_ms_per_token"] for r in runs if r["draft_ms_per_token"] is not None]
@@ -324,7 +328,7 @@ def run_bench(args: argparse.Namespace) -> int:
     configs = configurations(drafters, trees, args.carry_bandit)
     settings["carry_bandit"] = args.carry_bandit
     records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward)
-    rows = summarize_runs(records)
+    rows = summarize_runs(records, greedy=args.temperature == 0)
     verdicts = bandit_verdicts(rows)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from typing import Any
 
 import torch
@@ -35,7 +36,9 @@ DEFAULT_ARMS = (
     (2, 2, 2, 1, 1, 1),
 )
 REWARDS = ("tokens_per_second", "tokens_per_step")
-UCB_EXPLORATION = 0.2
+UCB_EXPLORATION = 0.5
+RECENT_STEPS = 16  # step times kept per arm for its median
+OUTLIER_FACTOR = 2.0
 BANDITS = ("ucb", "thompson")
 
 
@@ -74,16 +77,22 @@ class FixedShape(ShapePolicy):
 class ShapeBandit(ShapePolicy):
     """A bandit over tree shapes: each shape is an arm, each step one pull.
 
+    An arm's mean reward is its throughput: mean committed tokens per pull ÷ the median step time
+    of its last RECENT_STEPS pulls (or committed tokens per pull with the tokens_per_step reward).
+    The median, rather than the mean, keeps one step slowed by another process on a shared machine
+    from condemning an arm, and a mean of per-step rates would overweight lucky short steps.
+
     UCB1 (Auer et al., 2002) plays every arm once, then the arm maximizing
-    mean / scale + c * sqrt(2 ln N / n). N counts all pulls and n the arm's pulls. Scale is the
-    largest mean reward so far, because UCB1 assumes rewards in [0, 1] and tokens/s has no fixed
-    bound. The textbook c is 1, but good arms differ by 5 to 30% in mean reward while one step's
-    reward swings by about 40% with its accepted length, so with c = 1 the bonus outweighs the
-    differences for a whole run and the bandit keeps exploring. The default c = 0.2 was chosen with
-    `python -m benchmarks.bandit_replay` on the bundled models (20 held-out prompts, greedy and
-    temperature 1, a 2-core x86-64 CPU).
-    Thompson sampling draws each arm's mean from a normal posterior N(mean, s² / n), with s the
-    pooled standard deviation of all rewards, and plays the largest draw; unplayed arms go first.
+    (mean + c * s * sqrt(2 ln N / n)) / scale. N counts all pulls and n the arm's pulls, and scale
+    is the largest mean, so scores are comparable whatever the unit. The bonus is scaled by s, the
+    pooled within-arm standard deviation of the per-step rewards, as in UCB for sub-Gaussian
+    rewards. One step's reward swings by roughly 50% (estimated on the bundled models) with its
+    accepted length and machine noise, while good shapes differ by 5 to 30%. So a fixed bonus
+    either keeps exploring for the whole run or abandons an arm after a few unlucky steps. The
+    default c = 0.5 explores less than the textbook 1, and `python -m benchmarks.bandit_replay`
+    compares constants on recorded steps.
+    Thompson sampling draws each arm's mean from a normal posterior N(mean, s² / n) and plays the
+    largest draw; unplayed arms go first.
     """
 
     def __init__(
@@ -106,7 +115,9 @@ class ShapeBandit(ShapePolicy):
         self.reward = reward
         self.name = algorithm
         self.pulls = [0] * len(self.arms)
-        self.reward_sums = [0.0] * len(self.arms)
+        self.token_sums = [0.0] * len(self.arms)
+        self.recent_seconds: list[list[float]] = [[] for _ in self.arms]
+        self.reward_sums = [0.0] * len(self.arms)  # per-step rewards, for their spread
         self.reward_squares = [0.0] * len(self.arms)
         self.random = random.Random(seed)
         self.exploration = exploration
@@ -119,39 +130,62 @@ class ShapeBandit(ShapePolicy):
         if unplayed:
             self.chosen = unplayed[0]
         else:
-            self.chosen = max(range(len(self.arms)), key=lambda arm: self.scores[arm])
+            # Ties, as when every reward so far is equal, go to the arm with fewer pulls.
+            self.chosen = max(range(len(self.arms)), key=lambda arm: (self.scores[arm], -self.pulls[arm]))
         return self.plans[self.chosen]
 
     def observe(self, plan: TreePlan, committed: int, seconds: float) -> None:
         # The engine may cut the plan near the token limit, but the pull still belongs to the chosen arm.
-        value = committed / seconds if self.reward == "tokens_per_second" else float(committed)
-        self.pulls[self.chosen] += 1
-        self.reward_sums[self.chosen] += value
-        self.reward_squares[self.chosen] += value * value
+        arm = self.chosen
+        recent = self.recent_seconds[arm]
+        recent.append(seconds)
+        del recent[:-RECENT_STEPS]
+        # An outlier step counts at most OUTLIER_FACTOR times the typical step time in the spread too.
+        clipped = min(seconds, OUTLIER_FACTOR * statistics.median(recent))
+        value = committed / clipped if self.reward == "tokens_per_second" else float(committed)
+        self.pulls[arm] += 1
+        self.token_sums[arm] += committed
+        self.reward_sums[arm] += value
+        self.reward_squares[arm] += value * value
 
     def means(self) -> list[float | None]:
-        return [total / pulls if pulls else None for total, pulls in zip(self.reward_sums, self.pulls)]
+        """Return each arm's mean reward: its throughput so far, or None before its first pull."""
+        if self.reward == "tokens_per_step":
+            return [tokens / pulls if pulls else None for tokens, pulls in zip(self.token_sums, self.pulls)]
+        means = []
+        for tokens, recent, pulls in zip(self.token_sums, self.recent_seconds, self.pulls):
+            typical = statistics.median(recent) if recent else 0.0
+            means.append(tokens / pulls / typical if pulls and typical > 0 else None)
+        return means
 
     def _scores(self) -> list[float | None]:
         means = self.means()
         total = sum(self.pulls)
+        spread = self._pooled_std()
         if self.algorithm == "ucb":
             scale = max((mean for mean in means if mean is not None), default=0.0) or 1.0
-            return [None if mean is None else mean / scale + self.exploration * math.sqrt(2 * math.log(total) / pulls)
+            return [None if mean is None else
+                    (mean + self.exploration * spread * math.sqrt(2 * math.log(total) / pulls)) / scale
                     for mean, pulls in zip(means, self.pulls)]
-
-        spread = self._pooled_std(means)
         return [None if mean is None else self.random.gauss(mean, spread / math.sqrt(pulls))
                 for mean, pulls in zip(means, self.pulls)]
 
-    def _pooled_std(self, means: list[float | None]) -> float:
+    def _pooled_std(self) -> float:
+        """Return the pooled within-arm standard deviation of per-step rewards.
+
+        Until some arm has two pulls there is no within-arm spread, so the standard deviation of
+        all rewards so far (or their mean, after a single pull) replaces it.
+        """
         total = sum(self.pulls)
+        degrees = sum(pulls - 1 for pulls in self.pulls if pulls > 0)
+        if degrees > 0:
+            within = sum(squares - sums * sums / pulls for squares, sums, pulls
+                         in zip(self.reward_squares, self.reward_sums, self.pulls) if pulls > 0)
+            return math.sqrt(max(within, 0.0) / degrees)
         if total < 2:
-            return max((abs(mean) for mean in means if mean is not None), default=1.0) or 1.0
-        squares = sum(self.reward_squares)
+            return abs(sum(self.reward_sums)) / max(total, 1) or 1.0
         mean = sum(self.reward_sums) / total
-        variance = max(squares / total - mean * mean, 0.0)
-        return math.sqrt(variance) or 1e-9
+        return math.sqrt(max(sum(self.reward_squares) / total - mean * mean, 0.0))
 
     def decision(self) -> dict[str, Any]:
         return {
@@ -164,6 +198,8 @@ class ShapeBandit(ShapePolicy):
             "pulls": list(self.pulls),
             "mean_rewards": self.means(),
             "scores": list(self.scores),
+            "token_sums": list(self.token_sums),
+            "recent_seconds": [list(recent) for recent in self.recent_seconds],
             "reward_sums": list(self.reward_sums),
             "reward_squares": list(self.reward_squares),
         }
@@ -172,7 +208,13 @@ class ShapeBandit(ShapePolicy):
         """Start from the arm statistics of a previous run (a bandit step's `policy` record)."""
         if decision.get("kind") != "bandit" or decision.get("arms") != [format_shape(a) for a in self.arms]:
             raise MambavizError("The saved bandit statistics are for other arms; use the same arms as that run.")
+        if "token_sums" not in decision or "recent_seconds" not in decision:
+            raise MambavizError("The saved bandit statistics lack token sums and step times, which older versions"
+                                " did not record; run the bandit once more to save statistics this version can load.")
         self.pulls = [int(pulls) for pulls in decision["pulls"]]
+        self.token_sums = [float(value) for value in decision["token_sums"]]
+        self.recent_seconds = [[float(value) for value in recent][-RECENT_STEPS:]
+                               for recent in decision["recent_seconds"]]
         self.reward_sums = [float(value) for value in decision["reward_sums"]]
         self.reward_squares = [float(value) for value in decision["reward_squares"]]
 

@@ -35,7 +35,11 @@ def test_replay_command_prints_table(tmp_path, capsys):
     path.write_text(json.dumps({"settings": {"max_new_tokens": 60}, "steps": recorded_steps()}))
     assert bandit_replay.main(["replay", str(path), "--exploration", "1,0.2", "--seeds", "2"]) == 0
     output = capsys.readouterr().out
-    assert "fixed arms, median tokens/s: 1,1 200.0, 2,2 300.0" in output
+    # Replayed step times carry about 10% noise around the recorded 200 and 300 tokens/s.
+    first_line = output.splitlines()[0]
+    speeds = dict(item.rsplit(" ", 1) for item in first_line.split(": ")[1].split(", "))
+    assert float(speeds["1,1"]) == pytest.approx(200, rel=0.1)
+    assert float(speeds["2,2"]) == pytest.approx(300, rel=0.1)
     assert output.count("ucb ") == 4
     assert output.count("thompson ") == 2
 

@@ -55,6 +55,20 @@ def test_configurations_run_the_target_alone_once():
                        ("transformer", "ucb")]
 
 
+def test_summary_compares_outputs_only_when_greedy():
+    def record(drafter, tokens):
+        return {"prompt_index": 0, "drafter": drafter, "tree": "-" if drafter == "none" else "1,1",
+                "tokens_per_second": 10.0, "new_tokens_ids": tokens, "new_tokens": 2, "steps": 1,
+                "draft_ms_per_token": None, "acceptance_rate": None, "max_drafter_cache_bytes": 0,
+                "peak_memory_bytes": 0}
+
+    records = [record("none", [1, 2]), record("mamba", [1, 3])]
+    greedy = {row["drafter"]: row for row in bench.summarize_runs(records)}
+    sampled = {row["drafter"]: row for row in bench.summarize_runs(records, greedy=False)}
+    assert greedy["mamba"]["same_output_as_target"] is False
+    assert sampled["mamba"]["same_output_as_target"] is None
+
+
 def test_configurations_add_carried_bandits():
     configs = bench.configurations(["mamba"], ["1,1", "ucb", "thompson", "dynamic:8"], carry_bandit=True)
     assert configs == [("mamba", "1,1"), ("mamba", "ucb"), ("mamba", "ucb carried"), ("mamba", "thompson"),

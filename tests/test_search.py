@@ -45,19 +45,29 @@ def test_ucb_tokens_per_second_reward_prefers_fast_arm():
     assert bandit.means()[0] == pytest.approx(200.0)
 
 
-def test_ucb_exploration_sets_pulls_of_close_second_arm():
-    # Arm 1 is 10% better than arm 0, as good tree shapes often are: the textbook constant spends
-    # over 40% of the pulls on the worse arm, the default constant about half as many.
-    def pulls(exploration: float) -> list[int]:
+def test_ucb_bonus_grows_with_reward_spread():
+    # Arm 1 is 10% better than arm 0. Constant rewards leave no doubt, so arm 0 gets only its first
+    # pull. Rewards that swing by ±40% make the bandit check arm 0 again, more so with a larger constant.
+    def pulls(swing: int, exploration: float = UCB_EXPLORATION) -> list[int]:
         bandit = ShapeBandit(ARMS[:2], algorithm="ucb", reward="tokens_per_step", exploration=exploration)
-        for _ in range(50):
+        for index in range(60):
             plan = bandit.next_plan()
-            bandit.observe(plan, 10 if bandit.chosen == 0 else 11, 0.01)
+            base = 10 if bandit.chosen == 0 else 11
+            bandit.observe(plan, base + (swing if index % 2 else -swing), 0.01)
         return bandit.pulls
 
-    assert pulls(1.0)[0] >= 20
-    assert pulls(UCB_EXPLORATION)[0] <= 12
-    assert pulls(UCB_EXPLORATION)[1] >= 38
+    assert pulls(0) == [1, 59]
+    assert pulls(4)[0] > 1
+    assert pulls(4)[1] > pulls(4)[0]
+    assert pulls(4, exploration=2.0)[0] > pulls(4, exploration=0.5)[0]
+
+
+def test_ucb_median_step_time_ignores_one_slow_step():
+    bandit = ShapeBandit(ARMS[:2], algorithm="ucb", reward="tokens_per_second")
+    for seconds in (0.01, 0.01, 0.5, 0.01):  # one step stalled by another process
+        bandit.chosen = 0
+        bandit.observe(bandit.plans[0], 2, seconds)
+    assert bandit.means()[0] == pytest.approx(200.0)
 
 
 def test_thompson_plays_unplayed_arms_then_mostly_the_best():
