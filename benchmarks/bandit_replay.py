@@ -31,7 +31,7 @@ from mambaviz.engine import RunSettings, encode_prompt, generate
 from mambaviz.errors import MambavizError
 from mambaviz.models import load_model_set
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import DEFAULT_ARMS, UCB_EXPLORATION, FixedShape, ShapeBandit, parse_arms
+from mambaviz.search import BANDITS, DEFAULT_ARMS, UCB_EXPLORATION, FixedShape, ShapeBandit, parse_arms
 from mambaviz.tree import format_shape, parse_shape
 
 TIME_NOISE_SIGMA = 0.1
@@ -42,6 +42,7 @@ def record(args: argparse.Namespace) -> int:
     """Decode each prompt with each arm as a fixed shape and save every step's (tokens, seconds)."""
     arms = parse_arms(args.arms) if args.arms else DEFAULT_ARMS
     sampling = SamplingConfig(args.temperature)
+    RunSettings(args.drafter, args.max_new_tokens)  # validates both before any model loads
     prompts = load_prompts(args.prompts, args.limit)
     models = load_model_set(args.preset, args.target, args.mamba, args.transformer, args.device)
     steps: dict[str, list[list[tuple[int, float]]]] = {format_shape(arm): [] for arm in arms}
@@ -107,8 +108,45 @@ def replay_medians(steps: dict[str, list], algorithm: str, exploration: float, c
     return medians
 
 
+def load_steps(path: Path) -> dict:
+    """Read a file written by `record`, raising MambavizError when it is missing or of another kind."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MambavizError(f"Steps file {path} was not found; write one with the record command.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MambavizError(f"Steps file {path} could not be read as JSON ({error}).") from None
+    steps = recorded.get("steps") if isinstance(recorded, dict) else None
+    valid = isinstance(steps, dict) and steps and all(
+        isinstance(runs, list) and runs and all(isinstance(run, list) and run for run in runs)
+        for runs in steps.values())
+    if not valid or not isinstance(recorded.get("settings", {}).get("max_new_tokens"), int):
+        raise MambavizError(f"{path} is not a steps file written by the record command.")
+    if len({len(runs) for runs in steps.values()}) != 1:
+        raise MambavizError(f"{path} has a different number of prompts per arm; record all arms in one run.")
+    return recorded
+
+
+def parse_replay_options(args: argparse.Namespace) -> tuple[list[str], list[float]]:
+    """Return the algorithms and exploration constants to replay, checked before any output."""
+    algorithms = [name.strip() for name in args.algorithms.split(",") if name.strip()]
+    unknown = [name for name in algorithms if name not in BANDITS]
+    if unknown or not algorithms:
+        raise MambavizError(f"Algorithms {args.algorithms!r} are invalid; choose from {', '.join(BANDITS)}.")
+    try:
+        constants = [float(value) for value in args.exploration.split(",") if value.strip()]
+    except ValueError:
+        raise MambavizError(f"Exploration {args.exploration!r} is invalid; write numbers separated by commas.") from None
+    if not constants or any(value < 0 for value in constants):
+        raise MambavizError(f"Exploration {args.exploration!r} is invalid; give constants of 0 or more.")
+    if args.seeds < 1:
+        raise MambavizError(f"Seeds {args.seeds} is invalid; replay with at least 1 seed.")
+    return algorithms, constants
+
+
 def replay(args: argparse.Namespace) -> int:
-    recorded = json.loads(args.steps.read_text(encoding="utf-8"))
+    algorithms, exploration_constants = parse_replay_options(args)
+    recorded = load_steps(args.steps)
     steps = recorded["steps"]
     if args.arms:
         missing = [format_shape(arm) for arm in parse_arms(args.arms) if format_shape(arm) not in steps]
@@ -124,9 +162,9 @@ def replay(args: argparse.Namespace) -> int:
     print("fixed arms, median tokens/s replayed: " + ", ".join(f"{arm} {speed:.1f}" for arm, speed in fixed.items()))
     print(f"{'algorithm':<9} {'c':>5} {'statistics':<10} {'÷ best':>7} {'÷ median':>9} {'worst seed ÷ best':>18}")
 
-    for algorithm in args.algorithms.split(","):
+    for algorithm in algorithms:
         # Thompson sampling has no exploration constant, so it runs once.
-        constants = [float(c) for c in args.exploration.split(",")] if algorithm == "ucb" else [UCB_EXPLORATION]
+        constants = exploration_constants if algorithm == "ucb" else [UCB_EXPLORATION]
         for exploration in constants:
             for carry in (False, True):
                 medians = replay_medians(steps, algorithm, exploration, carry, args.seeds, tokens)
@@ -143,25 +181,27 @@ def main(argv: list[str] | None = None) -> int:
     record_parser = commands.add_parser("record", help="record every arm's steps on the prompts")
     add_model_arguments(record_parser)
     record_parser.add_argument("--prompts", default="bundled", help="bundled, third-party or a JSON Lines file")
-    record_parser.add_argument("--limit", type=int, default=20, help="number of prompts")
+    record_parser.add_argument("--limit", type=int, default=20, help="number of prompts (default 20)")
     record_parser.add_argument("--drafter", default="mamba", help="drafter whose steps are recorded")
     record_parser.add_argument("--arms", help="arm pool, shapes separated by ';' (default: the bandit's pool)")
     record_parser.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding")
-    record_parser.add_argument("--max-new-tokens", type=int, default=128)
+    record_parser.add_argument("--max-new-tokens", type=int, default=128, help="tokens per prompt (default 128)")
     record_parser.add_argument("--out", type=Path, default=Path("bandit-steps.json"), help="output JSON file")
     record_parser.set_defaults(run=record)
     replay_parser = commands.add_parser("replay", help="replay recorded steps through the bandits")
     replay_parser.add_argument("steps", type=Path, help="a file written by the record command")
     replay_parser.add_argument("--arms", help="replay only these recorded arms, shapes separated by ';'")
-    replay_parser.add_argument("--exploration", default="1,0.4,0.2,0.1", help="UCB1 exploration constants")
+    replay_parser.add_argument("--exploration", default="1,0.5,0.25",
+                               help="UCB1 exploration constants, comma-separated (default 1,0.5,0.25)")
     replay_parser.add_argument("--algorithms", default="ucb,thompson", help="bandit algorithms, comma-separated")
-    replay_parser.add_argument("--seeds", type=int, default=10, help="replays per setting, each with its own noise")
+    replay_parser.add_argument("--seeds", type=int, default=10,
+                               help="replays per setting, each with its own noise (default 10)")
     replay_parser.set_defaults(run=replay)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         return args.run(args)
-    except (MambavizError, ValueError, OSError, KeyError) as error:
+    except MambavizError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

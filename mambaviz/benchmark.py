@@ -43,7 +43,9 @@ def parse_lengths(text: str, maximum: int | None = None) -> list[int]:
         lengths = sorted({int(length) for length in text.split(",") if length.strip()})
     except ValueError:
         raise MambavizError(f"Lengths {text!r} are invalid; write whole numbers separated by commas.") from None
-    if not lengths or lengths[0] < 2:
+    if not lengths:
+        raise MambavizError(f"Lengths {text!r} are missing; write whole numbers separated by commas, e.g. 128,512.")
+    if lengths[0] < 2:
         raise MambavizError(f"Lengths {text!r} are invalid; every context length must be at least 2 tokens.")
     if maximum is not None and lengths[-1] > maximum:
         raise MambavizError(f"Length {lengths[-1]} is too long here; use context lengths of at most {maximum} tokens.")

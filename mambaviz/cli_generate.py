@@ -78,6 +78,8 @@ def run_command(args: argparse.Namespace) -> int:
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     settings = RunSettings(args.drafter, args.max_new_tokens, sampling, args.seed)
     policy = build_policy(args.tree, args.arms, args.reward, args.seed)
+    if args.arms and not isinstance(policy, ShapeBandit):
+        raise MambavizError("--arms sets the pool of a bandit; use it with --tree ucb or --tree thompson.")
     if args.bandit_state:
         load_bandit_state(policy, args.bandit_state)
     if args.check_lossless and not sampling.greedy:

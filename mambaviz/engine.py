@@ -90,7 +90,13 @@ def generate(
     policy: ShapePolicy,
     trace: Trace | None = None,
 ) -> Iterator[StepRecord]:
-    """Run speculative decoding and yield a StepRecord after every step; steps are also appended to `trace`."""
+    """Run speculative decoding and yield a StepRecord after every step; steps are also appended to `trace`.
+
+    The target alone drafts nothing, so with drafter `none` the policy is neither consulted nor
+    taught: a bandit would otherwise record pulls of shapes that were never drafted.
+    """
+    if settings.drafter == "none":
+        policy = FixedShape((1,))
     device = models.device
     clock = ForwardClock(device)
     drafter = build_drafter(models, settings.drafter, clock)
@@ -240,7 +246,7 @@ def describe_settings(models: ModelSet, prompt: str, settings: RunSettings, poli
         "target": models.locations.get("target"),
         "drafter": settings.drafter,
         "drafter_model": models.locations.get(settings.drafter),
-        "tree": policy.describe(),
+        "tree": "-" if settings.drafter == "none" else policy.describe(),
         "temperature": settings.sampling.temperature,
         "top_k": settings.sampling.top_k,
         "top_p": settings.sampling.top_p,

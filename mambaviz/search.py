@@ -208,6 +208,9 @@ class ShapeBandit(ShapePolicy):
         """Start from the arm statistics of a previous run (a bandit step's `policy` record)."""
         if decision.get("kind") != "bandit" or decision.get("arms") != [format_shape(a) for a in self.arms]:
             raise MambavizError("The saved bandit statistics are for other arms; use the same arms as that run.")
+        if decision.get("reward") != self.reward:
+            raise MambavizError(f"The saved bandit statistics measure {decision.get('reward')} rewards, not"
+                                f" {self.reward}; use the same reward as that run.")
         if "token_sums" not in decision or "recent_seconds" not in decision:
             raise MambavizError("The saved bandit statistics lack token sums and step times, which older versions"
                                 " did not record; run the bandit once more to save statistics this version can load.")
@@ -304,12 +307,16 @@ def parse_arms(text: str) -> tuple[tuple[int, ...], ...]:
     parts = [part for part in text.split(";") if part.strip()]
     if not parts:
         raise MambavizError(f"Arm pool {text!r} is invalid; separate tree shapes with ';', e.g. 1,1,1,1;3,2,2,1,1.")
-    return tuple(parse_shape(part) for part in parts)
+    arms = tuple(parse_shape(part) for part in parts)
+    repeated = sorted({format_shape(arm) for arm in arms if arms.count(arm) > 1})
+    if repeated:
+        raise MambavizError(f"Arm pool {text!r} lists {', '.join(repeated)} more than once; give each shape once.")
+    return arms
 
 
 def build_policy(tree: str, arms: str | None = None, reward: str = "tokens_per_second", seed: int = 0) -> ShapePolicy:
     """Build the policy that a `--tree` value names: a shape, `ucb`, `thompson` or `dynamic:NODES`."""
-    text = tree.strip()
+    text = tree.strip().lower()
     if text in BANDITS:
         pool = parse_arms(arms) if arms else DEFAULT_ARMS
         return ShapeBandit(pool, algorithm=text, reward=reward, seed=seed)

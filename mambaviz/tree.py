@@ -33,13 +33,14 @@ def count_nodes(shape: tuple[int, ...]) -> int:
 def validate_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Return `shape` as a tuple of ints, or raise MambavizError naming what is wrong with it."""
     shape = tuple(shape)
+    written = ",".join(str(b) for b in shape) or "(empty)"
     if not 1 <= len(shape) <= MAX_DEPTH:
-        raise MambavizError(f"Tree shape {shape} has depth {len(shape)}; the depth must be 1 to {MAX_DEPTH}.")
+        raise MambavizError(f"Tree shape {written} has depth {len(shape)}; the depth must be 1 to {MAX_DEPTH}.")
     if any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in shape):
-        raise MambavizError(f"Tree shape {shape} is invalid; every branching factor must be an integer of at least 1.")
+        raise MambavizError(f"Tree shape {written} is invalid; every branching factor must be an integer of at least 1.")
     nodes = count_nodes(shape)
     if nodes > MAX_NODES:
-        raise MambavizError(f"Tree shape {shape} has {nodes} nodes; at most {MAX_NODES} are allowed.")
+        raise MambavizError(f"Tree shape {written} has {nodes} nodes; at most {MAX_NODES} are allowed.")
     return shape
 
 
@@ -54,7 +55,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     parts = [part.strip() for part in cleaned.split(",") if part.strip()]
     if not parts or not all(part.isdigit() for part in parts):
         raise MambavizError(
-            f"Tree shape {text!r} is invalid; write branching factors per depth, e.g. 3,2,2,1,1 or chain:5."
+            f"Tree shape {text!r} is invalid; write branching factors per depth, e.g. 3,2,2,1,1 or chain:5"
+            " (the tree field also takes ucb, thompson and dynamic:NODES)."
         )
     return validate_shape(tuple(int(part) for part in parts))
 

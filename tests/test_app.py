@@ -209,7 +209,9 @@ def test_generate_with_adaptive_policy(client, code_trio, tree, phrase):
 
 
 def test_context_sweep_draws_time_and_cache_against_length(client, code_trio):
-    table, timing, cache = client.predict("64,32", *run_inputs(code_trio)[1:5], api_name="/context_sweep")
+    status, table, timing, cache = client.predict("64,32", *run_inputs(code_trio)[1:5], api_name="/context_sweep")
+    assert status.startswith("Measured at 2 context lengths")
+    assert "target KV cache" in table
     assert table.index("<td style=\"text-align: right; padding: 2px 10px;\">32</td>") < table.index(">64</td>")
     assert "Mamba drafter ms/token" in table
     assert "Transformer drafter cache" in table
@@ -225,12 +227,14 @@ def test_context_sweep_draws_time_and_cache_against_length(client, code_trio):
     ("128,abc", "write whole numbers separated by commas"),
     ("1", "at least 2 tokens"),
     ("100000", "at most 8192 tokens"),
-    ("10,20,30,40,50,60,70", "give at most 6"),
+    ("10,20,30,40,50,60,70", "are too many here; give at most 6"),
+    ("", "are missing; write whole numbers"),
 ])
 def test_context_sweep_rejects_bad_lengths(client, code_trio, lengths, message):
-    table, timing, cache = client.predict(lengths, *run_inputs(code_trio)[1:5], api_name="/context_sweep")
-    assert table.startswith("⚠️")
-    assert message in table
+    status, table, timing, cache = client.predict(lengths, *run_inputs(code_trio)[1:5], api_name="/context_sweep")
+    assert status.startswith("⚠️")
+    assert message in status
+    assert unchanged(table)
     assert unchanged(timing)
     assert unchanged(cache)
 
@@ -254,12 +258,12 @@ def test_generate_bandit_uses_arms_and_warm_start(client, code_trio):
 def test_generate_warm_start_needs_previous_bandit_run(client, code_trio):
     client.predict(*run_inputs(code_trio, tree="chain:3"), api_name="/generate")
     status, *rest = client.predict(*run_inputs(code_trio, tree="ucb"), True, api_name="/generate")
-    assert status.startswith("⚠️ There are no arm statistics to start from")
+    assert status.startswith("⚠️ There are no arm statistics to start from: the last run on this page")
     assert all(unchanged(value) for value in rest)
 
 
 def test_generate_rejects_invalid_arm_pool(client, code_trio):
     status, *rest = client.predict(*run_inputs(code_trio, tree="ucb", arms="1,1;0"), api_name="/generate")
     assert status.startswith("⚠️")
-    assert "Tree shape (0,) is invalid" in status
+    assert "Tree shape 0 is invalid" in status
     assert all(unchanged(value) for value in rest)

@@ -44,9 +44,31 @@ def test_replay_command_prints_table(tmp_path, capsys):
     assert output.count("thompson ") == 2
 
 
-@pytest.mark.parametrize("arms, message", [("9,9", "were not recorded"), ("1,0", "at least 1")])
-def test_replay_command_rejects_unknown_arms(tmp_path, capsys, arms, message):
+@pytest.mark.parametrize("options, message", [
+    (["--arms", "9,9"], "were not recorded"),
+    (["--arms", "1,0"], "at least 1"),
+    (["--exploration", "abc"], "write numbers separated by commas"),
+    (["--exploration", "-1"], "constants of 0 or more"),
+    (["--seeds", "0"], "at least 1 seed"),
+    (["--algorithms", "foo"], "choose from ucb, thompson"),
+])
+def test_replay_command_rejects_bad_options(tmp_path, capsys, options, message):
     path = tmp_path / "steps.json"
     path.write_text(json.dumps({"settings": {"max_new_tokens": 60}, "steps": recorded_steps()}))
-    assert bandit_replay.main(["replay", str(path), "--arms", arms]) == 2
+    assert bandit_replay.main(["replay", str(path), *options]) == 2
+    output = capsys.readouterr()
+    assert message in output.err
+    assert output.out == ""
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "was not found"),
+    ("{not json", "could not be read as JSON"),
+    (json.dumps({"settings": {}, "prompt_ids": [1], "steps": [{"index": 0}]}), "not a steps file"),
+])
+def test_replay_command_rejects_other_files(tmp_path, capsys, content, message):
+    path = tmp_path / "steps.json"
+    if content is not None:
+        path.write_text(content)
+    assert bandit_replay.main(["replay", str(path)]) == 2
     assert message in capsys.readouterr().err

@@ -133,6 +133,16 @@ def test_generate_with_dynamic_tree(code_trio, capsys):
     assert json.loads(out)["lossless"] is True
 
 
+def test_bandit_state_rejects_other_reward(code_trio, capsys, tmp_path):
+    trace_path = tmp_path / "ucb.json"
+    assert run_cli(capsys, "--prompt", "a", *model_args(code_trio), "--tree", "ucb", "--arms", "1,1;2,2",
+                   "--max-new-tokens", "4", "--trace", str(trace_path))[0] == 0
+    status, _, err = run_cli(capsys, "--prompt", "a", *model_args(code_trio), "--tree", "ucb", "--arms", "1,1;2,2",
+                             "--reward", "tokens_per_step", "--bandit-state", str(trace_path))
+    assert status == 2
+    assert "measure tokens_per_second rewards, not tokens_per_step" in err
+
+
 def test_bad_search_options_get_status_2(code_trio, capsys, tmp_path):
     plain_trace = tmp_path / "plain.json"
     assert run_cli(capsys, "--prompt", "a", *model_args(code_trio), "--max-new-tokens", "2",
@@ -142,6 +152,8 @@ def test_bad_search_options_get_status_2(code_trio, capsys, tmp_path):
         (["--tree", "ucb", "--arms", "1,1;x"], "branching factors"),
         (["--tree", "3,2", "--bandit-state", str(plain_trace)], "needs a bandit policy"),
         (["--tree", "ucb", "--bandit-state", str(plain_trace)], "no bandit statistics"),
+        (["--tree", "3,2", "--arms", "1,1;2,2"], "--arms sets the pool of a bandit"),
+        (["--tree", "ucb", "--arms", "1,1;2,2;1,1"], "lists 1,1 more than once"),
     ]
     for extra, message in cases:
         status, out, err = run_cli(capsys, "--prompt", "a", *model_args(code_trio), *extra)

@@ -303,6 +303,26 @@ def test_tree_figure_title_names_arm_or_budget(code_models):
     assert "dynamic tree of at most 6 nodes" in tree_figure(dynamic.steps[0]).layout.title.text
 
 
+def test_tree_title_marks_arm_cut_at_token_limit(code_models):
+    from mambaviz.engine import RunSettings, run
+    from mambaviz.search import build_policy
+
+    trace = run(code_models, "import os", RunSettings("mamba", 4), build_policy("ucb", "1,1,1,1,1"))
+    cut = next(step for step in trace.steps if 0 < len(step.shape) < 5)
+    assert "(ucb arm 1,1,1,1,1, cut to fit the token limit)" in tree_figure(cut).layout.title.text
+
+
+def test_target_alone_ignores_bandit_policy(code_models):
+    from mambaviz.engine import RunSettings, run
+    from mambaviz.search import build_policy
+
+    policy = build_policy("ucb", "1,1;2,2")
+    trace = run(code_models, "import os", RunSettings("none", 6), policy)
+    assert trace.settings["tree"] == "-"
+    assert all(step.policy is None for step in trace.steps)
+    assert sum(policy.pulls) == 0
+
+
 def test_search_table_lists_every_arm_at_the_step(code_models):
     from mambaviz.viz.search import search_table_html
 

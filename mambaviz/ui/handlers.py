@@ -160,8 +160,8 @@ class Handlers:
             if warm_start and isinstance(policy, ShapeBandit):
                 decision = last_bandit_decision(previous.steps) if previous is not None else None
                 if decision is None:
-                    raise MambavizError("There are no arm statistics to start from: the previous run was not a"
-                                        " bandit run. Clear the option or run ucb or thompson first.")
+                    raise MambavizError("There are no arm statistics to start from: the last run on this page was"
+                                        " not a bandit run. Clear the option or run ucb or thompson first.")
                 policy.load_statistics(decision)
             models = self._load(run_request, (settings.drafter,), progress)
             prompt_ids = encode_prompt(models, prompt)
@@ -260,24 +260,25 @@ class Handlers:
         try:
             parsed = benchmark.parse_lengths(lengths or "", maximum=SWEEP_MAX_TOKENS)
             if len(parsed) > SWEEP_MAX_LENGTHS:
-                raise MambavizError(f"{len(parsed)} context lengths is too many here; give at most"
+                raise MambavizError(f"{len(parsed)} context lengths are too many here; give at most"
                                     f" {SWEEP_MAX_LENGTHS}, or run python -m mambaviz bench-context.")
             models = self._load(request, drafters, progress)
         except MambavizError as error:
             logger.info("context sweep rejected: %s", error)
-            return warn(str(error)), gr.skip(), gr.skip()
+            return warn(str(error)), gr.skip(), gr.skip(), gr.skip()
         progress(0.5, desc=f"Measuring at {len(parsed)} context lengths")
+        start = time.monotonic()
         try:
             points = benchmark.context_sweep(models, parsed, drafters=drafters, repeats=SWEEP_REPEATS)
         except Exception as error:  # noqa: BLE001 - a model may refuse long contexts; keep the page usable
             logger.exception("context sweep failed")
-            return warn(f"The sweep failed ({type(error).__name__}: {error}); try shorter context lengths."), \
-                gr.skip(), gr.skip()
-        table = context_table_html(points, benchmark.growth_ratios(points))
+            return (warn(f"The sweep failed ({type(error).__name__}: {error}); try shorter context lengths."),
+                    gr.skip(), gr.skip(), gr.skip())
+        status = f"Measured at {len(parsed)} context lengths in {time.monotonic() - start:.0f} s."
         if models.max_context is not None and parsed[-1] > models.max_context:
-            table += (f"<p>The target was built for {models.max_context:,} positions: beyond that these figures time"
-                      " the computation, not useful predictions.</p>")
-        return (table, *context_figures(points))
+            status += (f" The target was built for {models.max_context:,} positions, so beyond that these figures"
+                       " time the computation, not useful predictions.")
+        return (status, context_table_html(points, benchmark.growth_ratios(points)), *context_figures(points))
 
     # ----- compare --------------------------------------------------------------------------------
 

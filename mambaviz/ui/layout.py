@@ -215,7 +215,8 @@ def _run_panel(prompts: list[str], start_preset: str, start_choice: ModelChoice)
                             " confidence.")
     with gr.Group(visible=False) as bandit_group:
         arms = gr.Textbox(";".join(format_shape(arm) for arm in DEFAULT_ARMS), label="Bandit arms (tree shapes)",
-                          info="Tree shapes separated by ';', e.g. 1,1,1,1;3,2,2,1,1.", elem_id="arms")
+                          info="Tree shapes separated by ';', e.g. 1,1,1,1;3,2,2,1,1. Empty: the default pool.",
+                          elem_id="arms")
         reward = gr.Radio([("tokens per second", "tokens_per_second"), ("tokens per step", "tokens_per_step")],
                           value="tokens_per_second", label="Bandit reward",
                           info="Tokens per step does not depend on the machine's speed.")
@@ -264,11 +265,12 @@ def _context_sweep_panel():
                                  info="Comma-separated, at most 6 lengths of up to 8192 tokens.",
                                  elem_id="sweep-lengths")
             button = gr.Button("Measure", scale=1, elem_id="sweep-run")
+        status = gr.Markdown(elem_id="sweep-status")
         table = gr.HTML(elem_id="sweep-table")
         with gr.Row():
             time_plot = gr.Plot(label="Drafting time against context length")
             cache_plot = gr.Plot(label="Cache size against context length")
-    return lengths, button, [table, time_plot, cache_plot]
+    return lengths, button, [status, table, time_plot, cache_plot]
 
 
 def _compare_tab():

@@ -26,7 +26,7 @@ from mambaviz.viz.metrics import (
 from mambaviz.viz.search import search_figure, search_table_html
 from mambaviz.viz.text import output_html, token_html
 from mambaviz.viz.tokens import quoted
-from mambaviz.viz.tree import has_committed_bonus, tree_figure
+from mambaviz.viz.tree import has_committed_bonus, shape_label, tree_figure
 
 
 def clamp_position(trace: Trace | None, position: float | int | None) -> int:
@@ -51,10 +51,9 @@ def step_details_html(step: StepRecord, count: int) -> str:
     """Describe one step in a line: shape, committed tokens, times and cache sizes."""
     accepted = " ".join(quoted(text, 20) for text in step.committed_text[: len(step.accepted)])
     bonus = quoted(step.bonus_text, 20) if has_committed_bonus(step) else "none (run stopped)"
-    shape = ",".join(str(b) for b in step.shape) or "none (no draft this step)"
     parts = [
         f"<b>Step {step.index + 1} of {count}</b>",
-        f"tree shape {html.escape(shape)}, {len(step.nodes)} nodes",
+        f"tree {html.escape(shape_label(step))}, {len(step.nodes)} nodes",
         f"root {quoted(step.root_text, 20)} at context length {step.context_length}",
         f"accepted: {accepted or 'none'}; bonus token: {bonus}",
         f"drafting {step.draft_seconds * 1000:.1f} ms, verification {step.verify_seconds * 1000:.1f} ms,"

@@ -167,13 +167,15 @@ def context_figures(points) -> tuple[go.Figure, go.Figure]:
         label = "target verification" if component == "target" else DRAFTER_LABELS.get(component, component)
         timing.add_trace(go.Scatter(x=x, y=[p.ms_per_token for p in mine], mode="lines+markers", name=label,
                                     line={"color": colour}))
+        cache_label = "target KV cache" if component == "target" else label
         cache.add_trace(go.Scatter(x=x, y=[p.cache_bytes / MIB for p in mine], mode="lines+markers",
-                                   name=label, line={"color": colour}))
-    _base_layout(timing, "Drafting ms per drafted token (target: verification ms per tree token)",
-                 "context length (tokens)", "ms per token")
-    _base_layout(cache, "Cache size against context length", "context length (tokens)", "MiB")
+                                   name=cache_label, line={"color": colour}))
+    _base_layout(timing, "Time per drafted or verified token", "context length (tokens)", "ms per token")
+    _base_layout(cache, "Cache size against context length", "context length (tokens)", "MiB (log scale)")
+    timing.update_yaxes(rangemode="tozero")
+    # A log axis keeps the Mamba state's flat line apart from zero beside KV caches of many MiB.
+    cache.update_yaxes(type="log")
     for figure in (timing, cache):
-        figure.update_yaxes(rangemode="tozero")
         figure.update_layout(hovermode="closest")
     return timing, cache
 
@@ -187,15 +189,18 @@ def context_table_html(points, ratios: dict[str, float]) -> str:
               for name in components}
     cell = 'style="text-align: right; padding: 2px 10px;"'
     header = "".join(f"<th {cell}>{html.escape(labels[name])} ms/token</th>" for name in components)
-    header += "".join(f"<th {cell}>{html.escape(labels[name])} cache</th>" for name in components if name != "target")
+    header += "".join(f"<th {cell}>{'target KV' if name == 'target' else html.escape(labels[name])} cache</th>"
+                      for name in components)
     rows = []
     for length in lengths:
         values = [f"{by_key[(name, length)].ms_per_token:.3f}" for name in components]
-        values += [format_bytes(by_key[(name, length)].cache_bytes) for name in components if name != "target"]
+        values += [format_bytes(by_key[(name, length)].cache_bytes) for name in components]
         rows.append(f"<tr><td {cell}>{length:,}</td>" + "".join(f"<td {cell}>{value}</td>" for value in values) + "</tr>")
+    table = f'<table style="font-size: 14px;"><tr><th {cell}>context (tokens)</th>{header}</tr>{"".join(rows)}</table>'
+    if len(lengths) < 2:
+        return table
     growth = ", ".join(f"{html.escape(labels[name])} {ratios[name]:.2f}×" for name in components if name in ratios)
-    return (f'<table style="font-size: 14px;"><tr><th {cell}>context (tokens)</th>{header}</tr>{"".join(rows)}</table>'
-            f"<p>ms per token at the longest ÷ the shortest context: {growth}.</p>")
+    return table + f"<p>ms per token at the longest ÷ the shortest context: {growth}.</p>"
 
 
 def progress_figure(runs: list[tuple[str, Trace]]) -> go.Figure:

@@ -173,8 +173,14 @@ def shape_label(step: StepRecord) -> str:
     decision = step.policy or {}
     if decision.get("kind") == "dynamic":
         return f"dynamic tree of at most {decision['node_budget']} nodes"
-    shape = ",".join(str(branching) for branching in step.shape) or "no draft"
+    if not step.shape:
+        return "no draft"
+    shape = ",".join(str(branching) for branching in step.shape)
     if decision.get("kind") == "bandit":
+        arm = decision["arms"][decision["chosen"]]
+        if arm != shape:
+            # The engine cuts a plan that would run past the token limit or the target's context.
+            return f"shape {shape} ({decision['algorithm']} arm {arm}, cut to fit the token limit)"
         return f"shape {shape} ({decision['algorithm']} arm)"
     return f"shape {shape}"
 
@@ -211,7 +217,8 @@ def tree_figure(step: StepRecord, step_count: int | None = None) -> go.Figure:
     max_depth = max(depth for depth, _ in positions.values())
 
     title = f"Step {step.index + 1}" + (f" of {step_count}" if step_count else "")
-    title += f": {shape_label(step)}, {len(step.nodes)} drafted nodes, accepted length {step.accepted_length}"
+    nodes = f"{len(step.nodes)} drafted node" + ("" if len(step.nodes) == 1 else "s")
+    title += f": {shape_label(step)}, {nodes}, accepted length {step.accepted_length}"
     if has_committed_bonus(step):
         title += f" ({len(step.accepted)} drafted + bonus)"
     if step.stop_reason:
