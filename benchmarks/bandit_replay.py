@@ -28,7 +28,7 @@ from tqdm import tqdm
 from mambaviz.bench import load_prompts
 from mambaviz.cli_generate import add_model_arguments
 from mambaviz.engine import RunSettings, encode_prompt, generate
-from mambaviz.errors import MambavizError
+from mambaviz.errors import MambavizError, run_command
 from mambaviz.models import load_model_set
 from mambaviz.sampling import SamplingConfig
 from mambaviz.search import BANDITS, DEFAULT_ARMS, UCB_EXPLORATION, FixedShape, ShapeBandit, parse_arms
@@ -199,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser.set_defaults(run=replay)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    try:
-        return args.run(args)
-    except MambavizError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import argparse
 import logging
 import sys
 
-from mambaviz.errors import MambavizError
+from mambaviz.errors import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.run(args)
-    except MambavizError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args)
 
 
 if __name__ == "__main__":
