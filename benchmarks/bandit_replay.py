@@ -1,16 +1,18 @@
 """Bandit replay: tune the UCB1 exploration constant on recorded steps instead of live runs.
 
     python -m benchmarks.bandit_replay record --preset bundled --limit 20 --out out/steps.json
-    python -m benchmarks.bandit_replay replay out/steps.json --exploration 1,0.4,0.2,0.1
+    python -m benchmarks.bandit_replay replay out/steps.json --exploration 1,0.5,0.25
 
-`record` decodes every prompt once with each arm of the pool as a fixed shape and saves every
-step's committed tokens and step seconds. `replay` feeds those steps to the bandit: when it
-picks an arm after `g` generated tokens, it receives a random step of the arm's own run from
-within 16 tokens of that point of the text. A replayed run costs microseconds, so many exploration constants and seeds can
-be compared on the same recorded outcomes. Each replayed step time is multiplied by log-normal
-noise (sigma 0.1) drawn from the seed, as a shared machine jitters by about that much.
-The report gives the bandit's median tokens/s over prompts ÷ the best and ÷ the median fixed
-arm, with fresh statistics per prompt and with statistics carried from prompt to prompt.
+`record` decodes every prompt once with each arm of the pool as a fixed shape. It saves every
+step's committed tokens and step seconds, and for greedy steps the sibling ranks of the accepted
+nodes, from which the bandit learns what smaller arms would have committed. `replay` feeds those
+steps to the bandit: when it picks an arm after `g` generated tokens, it receives a random step of
+the arm's own run from within 16 tokens of that point of the text. A replayed run costs
+microseconds, so many exploration constants and seeds can be compared on the same recorded
+outcomes. Each replayed step time is multiplied by log-normal noise (sigma 0.1) drawn from the
+seed, as a shared machine jitters by about that much. The report gives the bandit's median
+tokens/s over prompts ÷ the best and ÷ the median fixed arm, each arm replayed alone, with fresh
+statistics per prompt and with statistics carried from prompt to prompt.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def record(args: argparse.Namespace) -> int:
         settings = RunSettings(args.drafter, args.max_new_tokens, sampling, seed=index)
         for arm in arms:
             records = generate(models, prompt_ids, settings, FixedShape(arm))
-            steps[format_shape(arm)].append([(len(step.committed), step.step_seconds) for step in records])
+            steps[format_shape(arm)].append([recorded_step(step, sampling.greedy) for step in records])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {"drafter": args.drafter, "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
                 "prompts": args.prompts, "models": models.locations}
@@ -60,31 +62,45 @@ def record(args: argparse.Namespace) -> int:
     return 0
 
 
+def recorded_step(step, greedy: bool) -> tuple[int, float, list[int] | None]:
+    """Return a step's committed tokens, seconds and, for an uncut greedy step, its accepted sibling ranks."""
+    ranks = None
+    if greedy and step.stop_reason is None:
+        ranks = []
+        for node in step.accepted:
+            parent = step.nodes[node].parent
+            siblings = [other.id for other in step.nodes if other.parent == parent]
+            ranks.append(siblings.index(node))
+    return len(step.committed), step.step_seconds, ranks
+
+
 def replay_run(steps: dict[str, list[tuple[int, float]]], bandit: ShapeBandit, tokens: int, rng: random.Random):
     """Replay one prompt through `bandit`; return its tokens per second."""
     generated, seconds = 0, 0.0
     while generated < tokens:
         plan = bandit.next_plan()
-        committed, step_seconds = _step_at(steps[format_shape(bandit.arms[bandit.chosen])], generated, rng)
-        committed = min(committed, tokens - generated)
+        committed, step_seconds, *rest = _step_at(steps[format_shape(bandit.arms[bandit.chosen])], generated, rng)
+        ranks = rest[0] if rest else None
+        if committed > tokens - generated:
+            committed, ranks = tokens - generated, None
         step_seconds *= rng.lognormvariate(0.0, TIME_NOISE_SIGMA)
-        bandit.observe(plan, committed, step_seconds)
+        bandit.observe(plan, committed, step_seconds, ranks)
         generated += committed
         seconds += step_seconds
     return generated / seconds
 
 
-def _step_at(run: list[tuple[int, float]], generated: int, rng: random.Random) -> tuple[int, float]:
+def _step_at(run: list[list], generated: int, rng: random.Random) -> list:
     """Return a random step of `run` among those that began within STEP_WINDOW tokens of `generated`.
 
     Drawing among nearby steps, rather than taking the one step at that point, gives a replayed
     bandit the step-to-step variation of a live run while keeping how easy each part of the text is.
     """
     nearby, done = [], 0
-    for committed, seconds in run:
+    for step in run:
         if abs(done - generated) <= STEP_WINDOW:
-            nearby.append((committed, seconds))
-        done += committed
+            nearby.append(step)
+        done += step[0]
     return rng.choice(nearby) if nearby else run[-1]
 
 

@@ -136,7 +136,9 @@ def generate(
         if stop_reason is None:
             target.commit(outcome.accepted)
             drafter.commit(tree, outcome.accepted, outcome.bonus_token)
-        policy.observe(plan, len(committed), now(device) - step_start)
+        # Greedy steps also tell a bandit what smaller shapes would have committed; a cut step does not.
+        ranks = accepted_ranks(tree, outcome.accepted) if settings.sampling.greedy and stop_reason is None else None
+        policy.observe(plan, len(committed), now(device) - step_start, ranks)
 
         record = _record(index, context_length, tree, outcome, committed, texts, stop_reason, policy)
         record.draft_seconds = drafted - step_start
@@ -153,6 +155,14 @@ def generate(
         yield record
         if stop_reason is not None:
             break
+
+
+def accepted_ranks(tree: DraftTree, accepted: list[int]) -> list[int]:
+    """Return each accepted node's rank among its siblings, from depth 1 down (0: the first child drafted)."""
+    ranks = []
+    for node in accepted:
+        ranks.append(tree.children(tree.parents[node]).index(node))
+    return ranks
 
 
 def _truncate(

@@ -38,7 +38,6 @@ DEFAULT_ARMS = (
 REWARDS = ("tokens_per_second", "tokens_per_step")
 UCB_EXPLORATION = 0.5
 RECENT_STEPS = 16  # step times kept per arm for its median
-OUTLIER_FACTOR = 2.0
 BANDITS = ("ucb", "thompson")
 
 
@@ -50,8 +49,12 @@ class ShapePolicy:
     def next_plan(self) -> TreePlan:
         raise NotImplementedError
 
-    def observe(self, plan: TreePlan, committed: int, seconds: float) -> None:
-        """Record that a step drafted with `plan` committed `committed` tokens in `seconds`."""
+    def observe(self, plan: TreePlan, committed: int, seconds: float, accepted_ranks: list[int] | None = None) -> None:
+        """Record that a step drafted with `plan` committed `committed` tokens in `seconds`.
+
+        `accepted_ranks`, given for greedy steps, lists the sibling rank (0 for the drafter's most
+        likely child) of each accepted node from depth 1 down.
+        """
 
     def decision(self) -> dict[str, Any] | None:
         """Describe the latest choice for the trace, or None when there is nothing to explain."""
@@ -77,22 +80,26 @@ class FixedShape(ShapePolicy):
 class ShapeBandit(ShapePolicy):
     """A bandit over tree shapes: each shape is an arm, each step one pull.
 
-    An arm's mean reward is its throughput: mean committed tokens per pull ÷ the median step time
-    of its last RECENT_STEPS pulls (or committed tokens per pull with the tokens_per_step reward).
-    The median, rather than the mean, keeps one step slowed by another process on a shared machine
-    from condemning an arm, and a mean of per-step rates would overweight lucky short steps.
+    An arm's mean reward is its throughput: its mean committed tokens per step ÷ the median step
+    time of its last RECENT_STEPS pulls (or committed tokens per step with the tokens_per_step
+    reward). The median, rather than the mean, keeps one step slowed by another process on a shared
+    machine from condemning an arm.
+
+    Under greedy decoding one step also tells what every smaller arm would have committed. Greedy
+    children are the drafter's top-k tokens, so an arm whose shape fits inside the drafted shape
+    would have drafted exactly that part of the tree, and its accepted path is the drafted one
+    while each accepted node's sibling rank stays below the arm's branching factor. Those counts
+    join the arm's token observations, while its step time comes from its own pulls only. Good
+    shapes differ by 5 to 30% while one step's committed tokens vary by about half their mean
+    (estimated on the bundled models), so the shared observations matter.
 
     UCB1 (Auer et al., 2002) plays every arm once, then the arm maximizing
-    (mean + c * s * sqrt(2 ln N / n)) / scale. N counts all pulls and n the arm's pulls, and scale
-    is the largest mean, so scores are comparable whatever the unit. The bonus is scaled by s, the
-    pooled within-arm standard deviation of the per-step rewards, as in UCB for sub-Gaussian
-    rewards. One step's reward swings by roughly 50% (estimated on the bundled models) with its
-    accepted length and machine noise, while good shapes differ by 5 to 30%. So a fixed bonus
-    either keeps exploring for the whole run or abandons an arm after a few unlucky steps. The
-    default c = 0.5 explores less than the textbook 1, and `python -m benchmarks.bandit_replay`
-    compares constants on recorded steps.
-    Thompson sampling draws each arm's mean from a normal posterior N(mean, s² / n) and plays the
-    largest draw; unplayed arms go first.
+    (mean + c * s * sqrt(2 ln N / n)) / scale. N counts all steps, n the arm's own pulls, s is the
+    pooled within-arm standard deviation of committed tokens per step converted to the
+    arm's reward unit, and scale is the largest mean, so scores are comparable whatever the unit.
+    The default c = 0.5 explores less than the textbook 1, and `python -m benchmarks.bandit_replay`
+    compares constants on recorded steps. Thompson sampling draws each arm's mean from a normal
+    posterior N(mean, s² / n) and plays the largest draw; unplayed arms go first.
     """
 
     def __init__(
@@ -115,10 +122,10 @@ class ShapeBandit(ShapePolicy):
         self.reward = reward
         self.name = algorithm
         self.pulls = [0] * len(self.arms)
+        self.observations = [0] * len(self.arms)  # steps whose committed tokens are known: pulls and shared
         self.token_sums = [0.0] * len(self.arms)
+        self.token_squares = [0.0] * len(self.arms)
         self.recent_seconds: list[list[float]] = [[] for _ in self.arms]
-        self.reward_sums = [0.0] * len(self.arms)  # per-step rewards, for their spread
-        self.reward_squares = [0.0] * len(self.arms)
         self.random = random.Random(seed)
         self.exploration = exploration
         self.chosen = 0
@@ -134,58 +141,81 @@ class ShapeBandit(ShapePolicy):
             self.chosen = max(range(len(self.arms)), key=lambda arm: (self.scores[arm], -self.pulls[arm]))
         return self.plans[self.chosen]
 
-    def observe(self, plan: TreePlan, committed: int, seconds: float) -> None:
+    def observe(self, plan: TreePlan, committed: int, seconds: float, accepted_ranks: list[int] | None = None) -> None:
         # The engine may cut the plan near the token limit, but the pull still belongs to the chosen arm.
         arm = self.chosen
+        self.pulls[arm] += 1
         recent = self.recent_seconds[arm]
         recent.append(seconds)
         del recent[:-RECENT_STEPS]
-        # An outlier step counts at most OUTLIER_FACTOR times the typical step time in the spread too.
-        clipped = min(seconds, OUTLIER_FACTOR * statistics.median(recent))
-        value = committed / clipped if self.reward == "tokens_per_second" else float(committed)
-        self.pulls[arm] += 1
+        self._add_tokens(arm, committed)
+        if accepted_ranks is None:
+            return
+        drafted = plan.shape
+        for other, shape in enumerate(self.arms):
+            if other != arm and fits_inside(shape, drafted):
+                self._add_tokens(other, committed_within(shape, accepted_ranks))
+
+    def _add_tokens(self, arm: int, committed: int) -> None:
+        self.observations[arm] += 1
         self.token_sums[arm] += committed
-        self.reward_sums[arm] += value
-        self.reward_squares[arm] += value * value
+        self.token_squares[arm] += committed * committed
+
+    def _typical_seconds(self, arm: int) -> float | None:
+        recent = self.recent_seconds[arm]
+        return statistics.median(recent) if recent else None
 
     def means(self) -> list[float | None]:
-        """Return each arm's mean reward: its throughput so far, or None before its first pull."""
-        if self.reward == "tokens_per_step":
-            return [tokens / pulls if pulls else None for tokens, pulls in zip(self.token_sums, self.pulls)]
+        """Return each arm's mean reward, or None before the arm's first pull."""
         means = []
-        for tokens, recent, pulls in zip(self.token_sums, self.recent_seconds, self.pulls):
-            typical = statistics.median(recent) if recent else 0.0
-            means.append(tokens / pulls / typical if pulls and typical > 0 else None)
+        for arm, pulls in enumerate(self.pulls):
+            tokens = self.token_sums[arm] / self.observations[arm] if self.observations[arm] else None
+            seconds = self._typical_seconds(arm)
+            if not pulls or tokens is None:
+                means.append(None)
+            elif self.reward == "tokens_per_step":
+                means.append(tokens)
+            else:
+                means.append(tokens / seconds if seconds else None)
         return means
 
     def _scores(self) -> list[float | None]:
         means = self.means()
         total = sum(self.pulls)
-        spread = self._pooled_std()
-        if self.algorithm == "ucb":
-            scale = max((mean for mean in means if mean is not None), default=0.0) or 1.0
-            return [None if mean is None else
-                    (mean + self.exploration * spread * math.sqrt(2 * math.log(total) / pulls)) / scale
-                    for mean, pulls in zip(means, self.pulls)]
-        return [None if mean is None else self.random.gauss(mean, spread / math.sqrt(pulls))
-                for mean, pulls in zip(means, self.pulls)]
+        spread = self._pooled_token_std()
+        scores: list[float | None] = []
+        scale = max((mean for mean in means if mean is not None), default=0.0) or 1.0
+        for arm, mean in enumerate(means):
+            if mean is None:
+                scores.append(None)
+                continue
+            seconds = self._typical_seconds(arm)
+            unit_spread = spread if self.reward == "tokens_per_step" or not seconds else spread / seconds
+            # Shared counts sharpen the mean, but the bonus shrinks with the arm's own pulls only:
+            # its step time, which only pulls measure, may still rest on a step or two.
+            width = unit_spread / math.sqrt(self.pulls[arm])
+            if self.algorithm == "ucb":
+                scores.append((mean + self.exploration * width * math.sqrt(2 * math.log(total))) / scale)
+            else:
+                scores.append(self.random.gauss(mean, width))
+        return scores
 
-    def _pooled_std(self) -> float:
-        """Return the pooled within-arm standard deviation of per-step rewards.
+    def _pooled_token_std(self) -> float:
+        """Return the pooled within-arm standard deviation of committed tokens per step.
 
-        Until some arm has two pulls there is no within-arm spread, so the standard deviation of
-        all rewards so far (or their mean, after a single pull) replaces it.
+        Until some arm has two observations there is no within-arm spread, so the standard deviation
+        of all observations (or 1 token, after a single one) replaces it.
         """
-        total = sum(self.pulls)
-        degrees = sum(pulls - 1 for pulls in self.pulls if pulls > 0)
+        degrees = sum(count - 1 for count in self.observations if count > 0)
         if degrees > 0:
-            within = sum(squares - sums * sums / pulls for squares, sums, pulls
-                         in zip(self.reward_squares, self.reward_sums, self.pulls) if pulls > 0)
+            within = sum(squares - sums * sums / count for squares, sums, count
+                         in zip(self.token_squares, self.token_sums, self.observations) if count > 0)
             return math.sqrt(max(within, 0.0) / degrees)
+        total = sum(self.observations)
         if total < 2:
-            return abs(sum(self.reward_sums)) / max(total, 1) or 1.0
-        mean = sum(self.reward_sums) / total
-        return math.sqrt(max(sum(self.reward_squares) / total - mean * mean, 0.0))
+            return 1.0
+        mean = sum(self.token_sums) / total
+        return math.sqrt(max(sum(self.token_squares) / total - mean * mean, 0.0))
 
     def decision(self) -> dict[str, Any]:
         return {
@@ -198,10 +228,10 @@ class ShapeBandit(ShapePolicy):
             "pulls": list(self.pulls),
             "mean_rewards": self.means(),
             "scores": list(self.scores),
+            "observations": list(self.observations),
             "token_sums": list(self.token_sums),
+            "token_squares": list(self.token_squares),
             "recent_seconds": [list(recent) for recent in self.recent_seconds],
-            "reward_sums": list(self.reward_sums),
-            "reward_squares": list(self.reward_squares),
         }
 
     def load_statistics(self, decision: dict[str, Any]) -> None:
@@ -211,18 +241,37 @@ class ShapeBandit(ShapePolicy):
         if decision.get("reward") != self.reward:
             raise MambavizError(f"The saved bandit statistics measure {decision.get('reward')} rewards, not"
                                 f" {self.reward}; use the same reward as that run.")
-        if "token_sums" not in decision or "recent_seconds" not in decision:
-            raise MambavizError("The saved bandit statistics lack token sums and step times, which older versions"
+        if any(field not in decision for field in ("observations", "token_sums", "token_squares", "recent_seconds")):
+            raise MambavizError("The saved bandit statistics lack token counts and step times, which older versions"
                                 " did not record; run the bandit once more to save statistics this version can load.")
         self.pulls = [int(pulls) for pulls in decision["pulls"]]
+        self.observations = [int(count) for count in decision["observations"]]
         self.token_sums = [float(value) for value in decision["token_sums"]]
+        self.token_squares = [float(value) for value in decision["token_squares"]]
         self.recent_seconds = [[float(value) for value in recent][-RECENT_STEPS:]
                                for recent in decision["recent_seconds"]]
-        self.reward_sums = [float(value) for value in decision["reward_sums"]]
-        self.reward_squares = [float(value) for value in decision["reward_squares"]]
 
     def describe(self) -> str:
         return f"{self.algorithm}[{';'.join(format_shape(arm) for arm in self.arms)}]"
+
+
+def fits_inside(shape: tuple[int, ...], drafted: tuple[int, ...]) -> bool:
+    """Return whether a tree of `shape` is the top-ranked part of a tree of shape `drafted`."""
+    return len(shape) <= len(drafted) and all(mine <= theirs for mine, theirs in zip(shape, drafted))
+
+
+def committed_within(shape: tuple[int, ...], accepted_ranks: list[int]) -> int:
+    """Return the tokens a greedy step would have committed with the top-ranked part `shape` of its tree.
+
+    The path stops at the first accepted node whose sibling rank the shape does not keep; the
+    target's bonus token follows the last node kept.
+    """
+    accepted = 0
+    for depth, rank in enumerate(accepted_ranks):
+        if depth >= len(shape) or rank >= shape[depth]:
+            break
+        accepted += 1
+    return accepted + 1
 
 
 def last_bandit_decision(steps) -> dict[str, Any] | None:
@@ -286,7 +335,7 @@ class DynamicTree(ShapePolicy):
     def next_plan(self) -> TreePlan:
         return self.plan
 
-    def observe(self, plan: TreePlan, committed: int, seconds: float) -> None:
+    def observe(self, plan: TreePlan, committed: int, seconds: float, accepted_ranks: list[int] | None = None) -> None:
         self.last_plan = plan
 
     def decision(self) -> dict[str, Any]:

@@ -8,7 +8,16 @@ import torch
 from mambaviz.engine import RunSettings, encode_prompt, run
 from mambaviz.errors import MambavizError
 from mambaviz.sampling import SamplingConfig
-from mambaviz.search import UCB_EXPLORATION, ConfidencePlan, DynamicTree, ShapeBandit, build_policy, parse_arms
+from mambaviz.search import (
+    UCB_EXPLORATION,
+    ConfidencePlan,
+    DynamicTree,
+    ShapeBandit,
+    build_policy,
+    committed_within,
+    fits_inside,
+    parse_arms,
+)
 from mambaviz.trace import Trace
 from tests.conftest import greedy_reference
 from tests.test_sampling import MIN_P_VALUE, chi_square_p_value, exact_table_distribution, table_decode
@@ -43,6 +52,28 @@ def test_ucb_tokens_per_second_reward_prefers_fast_arm():
         bandit.observe(plan, 2, seconds[bandit.chosen])
     assert bandit.pulls[0] == max(bandit.pulls)
     assert bandit.means()[0] == pytest.approx(200.0)
+
+
+def test_committed_within_smaller_shapes():
+    # Accepted path: the first child at depth 1, the second at depth 2, the first at depth 3.
+    ranks = [0, 1, 0]
+    assert committed_within((1, 1, 1), ranks) == 2
+    assert committed_within((2, 2, 1), ranks) == 4
+    assert committed_within((2, 2), ranks) == 3
+    assert committed_within((1,), []) == 1
+    assert fits_inside((2, 1), (3, 2, 2))
+    assert not fits_inside((1, 1, 1, 1), (3, 2, 2))
+    assert not fits_inside((3, 3), (3, 2, 2))
+
+
+def test_greedy_step_shares_counts_with_contained_arms():
+    bandit = ShapeBandit(((1, 1), (2, 2, 1), (3, 1)), algorithm="ucb", reward="tokens_per_step")
+    bandit.chosen = 1
+    bandit.observe(bandit.plans[1], 3, 0.01, accepted_ranks=[0, 1])
+    assert bandit.pulls == [0, 1, 0]
+    # 1,1 keeps only first children, so it would have stopped after depth 1; 3,1 does not fit inside 2,2,1.
+    assert bandit.observations == [1, 1, 0]
+    assert bandit.token_sums == [2.0, 3.0, 0.0]
 
 
 def test_ucb_bonus_grows_with_reward_spread():
