@@ -85,7 +85,7 @@ class ShapeBandit(ShapePolicy):
     reward). The median, rather than the mean, keeps one step slowed by another process on a shared
     machine from condemning an arm.
 
-    Under greedy decoding one step also tells what every smaller arm would have committed. Greedy
+    Under greedy decoding one step also shows what every smaller arm would have committed. Greedy
     children are the drafter's top-k tokens, so an arm whose shape fits inside the drafted shape
     would have drafted exactly that part of the tree, and its accepted path is the drafted one
     while each accepted node's sibling rank stays below the arm's branching factor. Those counts
