@@ -136,7 +136,7 @@ def generate(
         if stop_reason is None:
             target.commit(outcome.accepted)
             drafter.commit(tree, outcome.accepted, outcome.bonus_token)
-        # Greedy steps also tell a bandit what smaller shapes would have committed; a cut step does not.
+        # A greedy step also shows a bandit what smaller shapes would have committed, unless it was cut.
         ranks = accepted_ranks(tree, outcome.accepted) if settings.sampling.greedy and stop_reason is None else None
         policy.observe(plan, len(committed), now(device) - step_start, ranks)
 

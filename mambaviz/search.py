@@ -23,8 +23,8 @@ import torch
 from mambaviz.errors import MambavizError
 from mambaviz.tree import MAX_DEPTH, MAX_NODES, ShapePlan, TreePlan, format_shape, parse_shape, validate_shape
 
-# Chains of 3 to 5, two narrow trees, and three wider trees that suit a large target on a GPU,
-# where a wide tree costs about as much to verify as a chain.
+# Chains of 3 to 5, two narrow trees, and the three wider trees from the method's experiments with
+# a large target on a GPU, where verifying a wide tree costs little more than verifying a chain.
 DEFAULT_ARMS = (
     (1, 1, 1),
     (1, 1, 1, 1),
@@ -263,7 +263,7 @@ def fits_inside(shape: tuple[int, ...], drafted: tuple[int, ...]) -> bool:
 def committed_within(shape: tuple[int, ...], accepted_ranks: list[int]) -> int:
     """Return the tokens a greedy step would have committed with the top-ranked part `shape` of its tree.
 
-    The path stops at the first accepted node whose sibling rank the shape does not keep; the
+    The path stops at the first accepted node whose sibling rank the shape does not keep, and the
     target's bonus token follows the last node kept.
     """
     accepted = 0
