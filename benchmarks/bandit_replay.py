@@ -30,7 +30,7 @@ from tqdm import tqdm
 from mambaviz.bench import load_prompts
 from mambaviz.cli_generate import add_model_arguments
 from mambaviz.engine import RunSettings, encode_prompt, generate
-from mambaviz.errors import MambavizError, run_command
+from mambaviz.errors import MambavizError, run_with_exit_status
 from mambaviz.models import load_model_set
 from mambaviz.sampling import SamplingConfig
 from mambaviz.search import BANDITS, DEFAULT_ARMS, UCB_EXPLORATION, FixedShape, ShapeBandit, parse_arms
@@ -40,20 +40,36 @@ TIME_NOISE_SIGMA = 0.1
 STEP_WINDOW = 16  # tokens
 
 
+class RecordedShape(FixedShape):
+    """A fixed shape that keeps the accepted sibling ranks the engine reports after each step."""
+
+    uses_accepted_ranks = True
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__(shape)
+        self.ranks: list[list[int] | None] = []
+
+    def observe(self, plan, committed: int, seconds: float, accepted_ranks: list[int] | None = None) -> None:
+        self.ranks.append(accepted_ranks)
+
+
 def record(args: argparse.Namespace) -> int:
-    """Decode each prompt with each arm as a fixed shape and save every step's (tokens, seconds)."""
+    """Decode each prompt with each arm as a fixed shape and save every step's tokens, seconds and ranks."""
     arms = parse_arms(args.arms) if args.arms else DEFAULT_ARMS
     sampling = SamplingConfig(args.temperature)
     RunSettings(args.drafter, args.max_new_tokens)  # validates both before any model loads
     prompts = load_prompts(args.prompts, args.limit)
     models = load_model_set(args.preset, args.target, args.mamba, args.transformer, args.device)
-    steps: dict[str, list[list[tuple[int, float]]]] = {format_shape(arm): [] for arm in arms}
+    steps: dict[str, list[list[tuple]]] = {format_shape(arm): [] for arm in arms}
     for index, prompt in enumerate(tqdm(prompts, desc="record", unit="prompt")):
         prompt_ids = encode_prompt(models, prompt["prompt"])
         settings = RunSettings(args.drafter, args.max_new_tokens, sampling, seed=index)
         for arm in arms:
-            records = generate(models, prompt_ids, settings, FixedShape(arm))
-            steps[format_shape(arm)].append([recorded_step(step, sampling.greedy) for step in records])
+            policy = RecordedShape(arm)
+            records = list(generate(models, prompt_ids, settings, policy))
+            # The engine reports ranks for uncut greedy steps only, and None otherwise.
+            run = [(len(step.committed), step.step_seconds, ranks) for step, ranks in zip(records, policy.ranks)]
+            steps[format_shape(arm)].append(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {"drafter": args.drafter, "temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
                 "prompts": args.prompts, "models": models.locations}
@@ -62,19 +78,7 @@ def record(args: argparse.Namespace) -> int:
     return 0
 
 
-def recorded_step(step, greedy: bool) -> tuple[int, float, list[int] | None]:
-    """Return a step's committed tokens, seconds and, for an uncut greedy step, its accepted sibling ranks."""
-    ranks = None
-    if greedy and step.stop_reason is None:
-        ranks = []
-        for node in step.accepted:
-            parent = step.nodes[node].parent
-            siblings = [other.id for other in step.nodes if other.parent == parent]
-            ranks.append(siblings.index(node))
-    return len(step.committed), step.step_seconds, ranks
-
-
-def replay_run(steps: dict[str, list[tuple[int, float]]], bandit: ShapeBandit, tokens: int, rng: random.Random):
+def replay_run(steps: dict[str, list[list]], bandit: ShapeBandit, tokens: int, rng: random.Random) -> float:
     """Replay one prompt through `bandit`; return its tokens per second."""
     generated, seconds = 0, 0.0
     while generated < tokens:
@@ -171,7 +175,7 @@ def replay(args: argparse.Namespace) -> int:
         steps = {format_shape(arm): steps[format_shape(arm)] for arm in parse_arms(args.arms)}
     tokens = recorded["settings"]["max_new_tokens"]
 
-    # Each fixed arm is replayed the same way, alone, so that sampling steps treats both sides alike.
+    # Each fixed arm is replayed alone in the same way, so drawing nearby steps affects both sides alike.
     fixed = {arm: statistics.mean(replay_medians({arm: runs}, "ucb", UCB_EXPLORATION, False, args.seeds, tokens))
              for arm, runs in steps.items()}
     best, median = max(fixed.values()), statistics.median(fixed.values())
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     replay_parser.set_defaults(run=replay)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return run_command(args)
+    return run_with_exit_status(args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import argparse
 import logging
 import sys
 
-from mambaviz.errors import run_command
+from mambaviz.errors import run_with_exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    return run_command(args)
+    return run_with_exit_status(args)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,9 @@ def generate(
             target.commit(outcome.accepted)
             drafter.commit(tree, outcome.accepted, outcome.bonus_token)
         # A greedy step also shows a bandit what smaller shapes would have committed, unless it was cut.
-        ranks = accepted_ranks(tree, outcome.accepted) if settings.sampling.greedy and stop_reason is None else None
+        ranks = None
+        if policy.uses_accepted_ranks and settings.sampling.greedy and stop_reason is None:
+            ranks = accepted_ranks(tree, outcome.accepted)
         policy.observe(plan, len(committed), now(device) - step_start, ranks)
 
         record = _record(index, context_length, tree, outcome, committed, texts, stop_reason, policy)

@@ -15,7 +15,7 @@ class TraceError(MambavizError):
     """A trace file that is malformed, of an unknown schema version or too large."""
 
 
-def run_command(args) -> int:
+def run_with_exit_status(args) -> int:
     """Run the command that argparse chose (`args.run`); on MambavizError print its sentence and return 2."""
     try:
         return args.run(args)

@@ -45,6 +45,7 @@ class ShapePolicy:
     """Chooses each step's tree plan and learns from the step's outcome."""
 
     name = "policy"
+    uses_accepted_ranks = False  # whether `observe` needs the accepted nodes' sibling ranks
 
     def next_plan(self) -> TreePlan:
         raise NotImplementedError
@@ -101,6 +102,8 @@ class ShapeBandit(ShapePolicy):
     compares constants on recorded steps. Thompson sampling draws each arm's mean from a normal
     posterior N(mean, s² / n) and plays the largest draw; unplayed arms go first.
     """
+
+    uses_accepted_ranks = True
 
     def __init__(
         self,
@@ -161,16 +164,18 @@ class ShapeBandit(ShapePolicy):
         self.token_sums[arm] += committed
         self.token_squares[arm] += committed * committed
 
-    def _typical_seconds(self, arm: int) -> float | None:
-        recent = self.recent_seconds[arm]
-        return statistics.median(recent) if recent else None
+    def _typical_seconds(self) -> list[float | None]:
+        """Return each arm's median step time over its recent pulls, or None before its first pull."""
+        return [statistics.median(recent) if recent else None for recent in self.recent_seconds]
 
-    def means(self) -> list[float | None]:
+    def means(self, typical_seconds: list[float | None] | None = None) -> list[float | None]:
         """Return each arm's mean reward, or None before the arm's first pull."""
+        if typical_seconds is None:
+            typical_seconds = self._typical_seconds()
         means = []
         for arm, pulls in enumerate(self.pulls):
             tokens = self.token_sums[arm] / self.observations[arm] if self.observations[arm] else None
-            seconds = self._typical_seconds(arm)
+            seconds = typical_seconds[arm]
             if not pulls or tokens is None:
                 means.append(None)
             elif self.reward == "tokens_per_step":
@@ -180,7 +185,8 @@ class ShapeBandit(ShapePolicy):
         return means
 
     def _scores(self) -> list[float | None]:
-        means = self.means()
+        typical_seconds = self._typical_seconds()
+        means = self.means(typical_seconds)
         total = sum(self.pulls)
         spread = self._pooled_token_std()
         scores: list[float | None] = []
@@ -189,7 +195,7 @@ class ShapeBandit(ShapePolicy):
             if mean is None:
                 scores.append(None)
                 continue
-            seconds = self._typical_seconds(arm)
+            seconds = typical_seconds[arm]
             unit_spread = spread if self.reward == "tokens_per_step" or not seconds else spread / seconds
             # Shared counts sharpen the mean, but the bonus shrinks with the arm's own pulls only:
             # its step time, which only pulls measure, may still rest on a step or two.

@@ -72,3 +72,23 @@ def test_replay_command_rejects_other_files(tmp_path, capsys, content, message):
         path.write_text(content)
     assert bandit_replay.main(["replay", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_record_then_replay_tiny_models(code_trio, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "def add(a, b):"}) + "\n")
+    out = tmp_path / "steps.json"
+    status = bandit_replay.main([
+        "record", "--target", code_trio["target"], "--mamba", code_trio["mamba"], "--transformer",
+        code_trio["transformer"], "--device", "cpu", "--prompts", str(prompts), "--limit", "1",
+        "--arms", "1,1;2,2", "--max-new-tokens", "12", "--out", str(out)])
+    assert status == 0
+    steps = json.loads(out.read_text())["steps"]
+    assert set(steps) == {"1,1", "2,2"}
+    for run in (steps["1,1"][0], steps["2,2"][0]):
+        assert sum(step[0] for step in run) == 12
+        # Greedy steps carry their accepted sibling ranks, except the last one, cut at the token limit.
+        assert all(isinstance(step[2], list) for step in run[:-1])
+    assert bandit_replay.main(["replay", str(out), "--seeds", "1"]) == 0
+    assert "fixed arms, median tokens/s replayed" in capsys.readouterr().out
+

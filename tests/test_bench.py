@@ -85,7 +85,7 @@ def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
                    "--out", str(out)])
     assert status == 0
     results = json.loads((out / "results.json").read_text())
-    # Per drafter: two fixed shapes, ucb and ucb carried; and the target alone.
+    # Per drafter: two fixed shapes, ucb and ucb carried, plus the target alone once.
     assert len(results["runs"]) == 3 * (2 * 4 + 1)
     # Interleaved: runs go prompt by prompt, every configuration on one prompt before the next prompt.
     assert [run["prompt_index"] for run in results["runs"]] == [0] * 9 + [1] * 9 + [2] * 9

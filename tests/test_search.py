@@ -71,7 +71,7 @@ def test_greedy_step_shares_counts_with_contained_arms():
     bandit.chosen = 1
     bandit.observe(bandit.plans[1], 3, 0.01, accepted_ranks=[0, 1])
     assert bandit.pulls == [0, 1, 0]
-    # 1,1 keeps only first children, so it would have stopped after depth 1; 3,1 does not fit inside 2,2,1.
+    # 1,1 keeps only first children, so it would have stopped after depth 1. 3,1 does not fit inside 2,2,1.
     assert bandit.observations == [1, 1, 0]
     assert bandit.token_sums == [2.0, 3.0, 0.0]
 

@@ -13,10 +13,11 @@ import gradio as gr
 
 from mambaviz.errors import MambavizError
 from mambaviz.models import ASSETS
+from mambaviz.benchmark import SWEEP_SHAPE
 from mambaviz.search import BANDITS, DEFAULT_ARMS
-from mambaviz.ui.handlers import Handlers
-from mambaviz.ui.prompts import example_prompts
 from mambaviz.tree import format_shape
+from mambaviz.ui.handlers import SWEEP_MAX_LENGTHS, SWEEP_MAX_TOKENS, Handlers
+from mambaviz.ui.prompts import example_prompts
 from mambaviz.ui.registry import CUSTOM, ModelChoice, ModelRegistry, resolve_choice
 
 logger = logging.getLogger(__name__)
@@ -256,13 +257,14 @@ def _run_panel(prompts: list[str], start_preset: str, start_choice: ModelChoice)
 
 def _context_sweep_panel():
     with gr.Accordion("Drafting cost against context length", open=False, elem_id="context-sweep"):
-        gr.Markdown("Drafts a few trees of shape 3,2,2,1,1 after contexts of each length (random tokens) with the"
-                    " models chosen in the run panel, and times each drafter and the target's verification. The"
-                    " Mamba drafter's state has the same size at every length; a Transformer drafter's KV cache"
-                    " grows with the context.")
+        gr.Markdown(f"Drafts a few trees of shape {format_shape(SWEEP_SHAPE)} after contexts of each length (random"
+                    " tokens) with the models chosen in the run panel, and times each drafter and the target's"
+                    " verification. The Mamba drafter's state has the same size at every length, while a Transformer"
+                    " drafter's KV cache grows with the context.")
         with gr.Row(equal_height=True):
             lengths = gr.Textbox("128,512,1024,2048", label="Context lengths (tokens)", scale=3,
-                                 info="Comma-separated, at most 6 lengths of up to 8192 tokens.",
+                                 info=f"Comma-separated, at most {SWEEP_MAX_LENGTHS} lengths of up to"
+                                      f" {SWEEP_MAX_TOKENS} tokens.",
                                  elem_id="sweep-lengths")
             button = gr.Button("Measure", scale=1, elem_id="sweep-run")
         status = gr.Markdown(elem_id="sweep-status")

@@ -156,6 +156,10 @@ def cache_figure(runs: list[tuple[str, Trace]], include_target: bool = True) -> 
     return _base_layout(figure, "Cache size against context length", "context length (tokens)", "MiB")
 
 
+def _component_label(component: str) -> str:
+    return "target verification" if component == "target" else DRAFTER_LABELS.get(component, component)
+
+
 def context_figures(points) -> tuple[go.Figure, go.Figure]:
     """Plot a context sweep's `ContextPoint`s: ms per token, and cache bytes, against context length."""
     timing, cache = go.Figure(), go.Figure()
@@ -164,7 +168,7 @@ def context_figures(points) -> tuple[go.Figure, go.Figure]:
         mine = sorted((p for p in points if p.component == component), key=lambda p: p.context_length)
         x = [p.context_length for p in mine]
         colour = "#444444" if component == "target" else _colour(component, fallback)
-        label = "target verification" if component == "target" else DRAFTER_LABELS.get(component, component)
+        label = _component_label(component)
         timing.add_trace(go.Scatter(x=x, y=[p.ms_per_token for p in mine], mode="lines+markers", name=label,
                                     line={"color": colour}))
         cache_label = "target KV cache" if component == "target" else label
@@ -185,8 +189,7 @@ def context_table_html(points, ratios: dict[str, float]) -> str:
     components = sorted({point.component for point in points})
     lengths = sorted({point.context_length for point in points})
     by_key = {(point.component, point.context_length): point for point in points}
-    labels = {name: "target verification" if name == "target" else DRAFTER_LABELS.get(name, name)
-              for name in components}
+    labels = {name: _component_label(name) for name in components}
     cell = 'style="text-align: right; padding: 2px 10px;"'
     header = "".join(f"<th {cell}>{html.escape(labels[name])} ms/token</th>" for name in components)
     header += "".join(f"<th {cell}>{'target KV' if name == 'target' else html.escape(labels[name])} cache</th>"

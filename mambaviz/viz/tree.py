@@ -12,6 +12,7 @@ import networkx as nx
 import plotly.graph_objects as go
 
 from mambaviz.trace import NodeRecord, StepRecord
+from mambaviz.tree import format_shape
 from mambaviz.viz.tokens import label, quoted
 
 ROOT = "root"
@@ -175,7 +176,7 @@ def shape_label(step: StepRecord) -> str:
         return f"dynamic tree of at most {decision['node_budget']} nodes"
     if not step.shape:
         return "no draft"
-    shape = ",".join(str(branching) for branching in step.shape)
+    shape = format_shape(tuple(step.shape))
     if decision.get("kind") == "bandit":
         arm = decision["arms"][decision["chosen"]]
         if arm != shape:
