@@ -58,6 +58,8 @@ def record(args: argparse.Namespace) -> int:
     arms = parse_arms(args.arms) if args.arms else DEFAULT_ARMS
     sampling = SamplingConfig(args.temperature)
     RunSettings(args.drafter, args.max_new_tokens)  # validates both before any model loads
+    if args.drafter == "none":
+        raise MambavizError("The target alone drafts no tree, so it has no arms to record; choose mamba or transformer.")
     prompts = load_prompts(args.prompts, args.limit)
     models = load_model_set(args.preset, args.target, args.mamba, args.transformer, args.device)
     steps: dict[str, list[list[tuple]]] = {format_shape(arm): [] for arm in arms}

@@ -92,3 +92,7 @@ def test_record_then_replay_tiny_models(code_trio, tmp_path, capsys):
     assert bandit_replay.main(["replay", str(out), "--seeds", "1"]) == 0
     assert "fixed arms, median tokens/s replayed" in capsys.readouterr().out
 
+
+def test_record_rejects_target_alone(capsys):
+    assert bandit_replay.main(["record", "--drafter", "none"]) == 2
+    assert "The target alone drafts no tree" in capsys.readouterr().err

@@ -222,9 +222,9 @@ def _run_panel(prompts: list[str], start_preset: str, start_choice: ModelChoice)
                           value="tokens_per_second", label="Bandit reward",
                           info="Tokens per step does not depend on the machine's speed.")
         warm_start = gr.Checkbox(False, label="Start from the previous run's arm statistics",
-                                 info="The previous run in this page must be a bandit run with the same arms.",
+                                 info="The previous run on this page must be a bandit run with the same arms and reward.",
                                  elem_id="warm-start")
-    tree.change(lambda value: gr.Group(visible=(value or "").strip() in BANDITS), tree, bandit_group,
+    tree.change(lambda value: gr.Group(visible=(value or "").strip().lower() in BANDITS), tree, bandit_group,
                 api_visibility="private", concurrency_limit=None, show_progress="hidden")
     decoding = gr.Radio(["greedy", "sampling"], value="greedy", label="Decoding")
     with gr.Group(visible=False) as sampling_group:
