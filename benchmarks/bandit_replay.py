@@ -4,11 +4,10 @@
     python -m benchmarks.bandit_replay replay out/steps.json --exploration 1,0.5,0.25
 
 `record` decodes every prompt once with each arm of the pool as a fixed shape. It saves every
-step's committed tokens and step seconds, and for greedy steps the sibling ranks of the accepted
-nodes, from which the bandit learns what smaller arms would have committed. `replay` feeds those
-steps to the bandit: when it picks an arm after `g` generated tokens, it receives a random step of
-the arm's own run from within 16 tokens of that point of the text. A replayed run costs
-microseconds, so many exploration constants and seeds can be compared on the same recorded
+step's committed tokens and step seconds, and the sibling ranks of the accepted nodes, from which
+the bandit learns what smaller arms would have committed. `replay` feeds those steps to the
+bandit: when it picks an arm after `g` generated tokens, it receives a random step of the arm's own
+run from within 16 tokens of that point of the text. A replayed run costs microseconds, so many exploration constants and seeds can be compared on the same recorded
 outcomes. Each replayed step time is multiplied by log-normal noise (sigma 0.1) drawn from the
 seed, as a shared machine jitters by about that much. The report gives the bandit's median
 tokens/s over prompts ÷ the best and ÷ the median fixed arm, each arm replayed alone, with fresh
@@ -69,7 +68,7 @@ def record(args: argparse.Namespace) -> int:
         for arm in arms:
             policy = RecordedShape(arm)
             records = list(generate(models, prompt_ids, settings, policy))
-            # The engine reports ranks for uncut greedy steps only, and None otherwise.
+            # The engine reports ranks for uncut steps only, and None for a step cut at the token limit.
             run = [(len(step.committed), step.step_seconds, ranks) for step, ranks in zip(records, policy.ranks)]
             steps[format_shape(arm)].append(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -136,9 +136,9 @@ def generate(
         if stop_reason is None:
             target.commit(outcome.accepted)
             drafter.commit(tree, outcome.accepted, outcome.bonus_token)
-        # A greedy step also shows a bandit what smaller shapes would have committed, unless it was cut.
+        # A step also shows a bandit what smaller shapes would have committed, unless it was cut.
         ranks = None
-        if policy.uses_accepted_ranks and settings.sampling.greedy and stop_reason is None:
+        if policy.uses_accepted_ranks and stop_reason is None:
             ranks = accepted_ranks(tree, outcome.accepted)
         policy.observe(plan, len(committed), now(device) - step_start, ranks)
 

@@ -53,8 +53,8 @@ class ShapePolicy:
     def observe(self, plan: TreePlan, committed: int, seconds: float, accepted_ranks: list[int] | None = None) -> None:
         """Record that a step drafted with `plan` committed `committed` tokens in `seconds`.
 
-        `accepted_ranks`, given for greedy steps, lists the sibling rank (0 for the drafter's most
-        likely child) of each accepted node from depth 1 down.
+        `accepted_ranks`, given for steps the engine did not cut, lists the sibling rank (0 for the
+        first child drafted) of each accepted node from depth 1 down.
         """
 
     def decision(self) -> dict[str, Any] | None:
@@ -86,13 +86,16 @@ class ShapeBandit(ShapePolicy):
     reward). The median, rather than the mean, keeps one step slowed by another process on a shared
     machine from condemning an arm.
 
-    Under greedy decoding one step also shows what every smaller arm would have committed. Greedy
-    children are the drafter's top-k tokens, so an arm whose shape fits inside the drafted shape
-    would have drafted exactly that part of the tree, and its accepted path is the drafted one
-    while each accepted node's sibling rank stays below the arm's branching factor. Those counts
-    join the arm's token observations, while its step time comes from its own pulls only. Good
-    shapes differ by 5 to 30% while one step's committed tokens vary by about half their mean
-    (estimated on the bundled models), so the shared observations matter.
+    One step also shows what every smaller arm would have committed. An arm whose shape fits inside
+    the drafted shape would have drafted the top-ranked part of the tree: under greedy decoding a
+    node's children are the drafter's top-k tokens, and under sampling they are drawn in order
+    without replacement, so the first k children are themselves a draw of k. Acceptance tries the
+    children in that order, so with the same random draws the smaller tree accepts the same path
+    while each accepted node's sibling rank stays below the arm's branching factor, and stops with
+    the bonus token where it does not. The count is therefore an exact sample of the arm's committed
+    tokens. Those counts join the arm's token observations, while its step time comes from its own
+    pulls only. Good shapes differ by 5 to 30% while one step's committed tokens vary by about half
+    their mean (estimated on the bundled models), so the shared observations matter.
 
     UCB1 (Auer et al., 2002) plays every arm once, then the arm maximizing
     (mean + c * s * sqrt(2 ln N / n)) / scale. N counts all steps, n the arm's own pulls, s is the
@@ -267,7 +270,7 @@ def fits_inside(shape: tuple[int, ...], drafted: tuple[int, ...]) -> bool:
 
 
 def committed_within(shape: tuple[int, ...], accepted_ranks: list[int]) -> int:
-    """Return the tokens a greedy step would have committed with the top-ranked part `shape` of its tree.
+    """Return the tokens a step would have committed with the top-ranked part `shape` of its tree.
 
     The path stops at the first accepted node whose sibling rank the shape does not keep, and the
     target's bonus token follows the last node kept.

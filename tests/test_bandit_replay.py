@@ -87,7 +87,7 @@ def test_record_then_replay_tiny_models(code_trio, tmp_path, capsys):
     assert set(steps) == {"1,1", "2,2"}
     for run in (steps["1,1"][0], steps["2,2"][0]):
         assert sum(step[0] for step in run) == 12
-        # Greedy steps carry their accepted sibling ranks, except the last one, cut at the token limit.
+        # Steps carry their accepted sibling ranks, except the last one, cut at the token limit.
         assert all(isinstance(step[2], list) for step in run[:-1])
     assert bandit_replay.main(["replay", str(out), "--seeds", "1"]) == 0
     assert "fixed arms, median tokens/s replayed" in capsys.readouterr().out

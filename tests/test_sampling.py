@@ -6,14 +6,14 @@ from itertools import product
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency, chisquare
 
 from mambaviz import verify
 from mambaviz.drafters.base import Drafter
-from mambaviz.engine import RunSettings, encode_prompt, run
+from mambaviz.engine import RunSettings, accepted_ranks, encode_prompt, run
 from mambaviz.errors import MambavizError
 from mambaviz.sampling import SamplingConfig, probabilities
-from mambaviz.search import FixedShape, ShapePolicy
+from mambaviz.search import FixedShape, ShapePolicy, committed_within
 from mambaviz.tree import ROOT
 
 VOCAB = 4
@@ -191,3 +191,48 @@ def test_probabilities_apply_top_k_and_top_p():
 def test_sampling_config_rejects_invalid_values(kwargs, message):
     with pytest.raises(MambavizError, match=message):
         SamplingConfig(**kwargs)
+
+
+def table_step(shape, sampling, generator) -> tuple[int, list[int]]:
+    """Draft and verify one tree after the prompt (1,); return its committed tokens and accepted ranks."""
+    drafter = TableDrafter(VOCAB, torch.device("cpu"))
+    drafter.prefill([1])
+    tree = drafter.draft(shape, sampling, generator)
+    contexts = [(1,)] + [(1,) + tuple(tree.tokens[i] for i in tree.path_to(node)) for node in range(len(tree))]
+    target_logits = torch.stack([context_logits(context, salt=0) for context in contexts])
+    outcome = verify.accept(tree, target_logits, sampling, generator)
+    return len(outcome.accepted) + 1, accepted_ranks(tree, outcome.accepted)
+
+
+def same_distribution_p_value(first: Counter, second: Counter) -> float:
+    """Chi-square test that two samples of committed counts come from one distribution."""
+    values = sorted(set(first) | set(second))
+    return chi2_contingency([[first[value] for value in values], [second[value] for value in values]]).pvalue
+
+
+@pytest.mark.parametrize("smaller", [(1, 1, 1), (2, 1), (2, 2, 1), (3,)])
+def test_sampled_step_shares_exact_counts_with_contained_arms(smaller):
+    # A bandit credits a smaller arm with committed_within(smaller, ranks) of a larger sampled tree.
+    # Those counts must follow the distribution of drafting the smaller shape itself.
+    sampling = SamplingConfig(temperature=1.0)
+    samples = 3000
+    generator = torch.Generator().manual_seed(99)
+    shared, direct = Counter(), Counter()
+    for _ in range(samples):
+        _, ranks = table_step((3, 2, 2), sampling, generator)
+        shared[committed_within(smaller, ranks)] += 1
+        direct[table_step(smaller, sampling, generator)[0]] += 1
+    assert same_distribution_p_value(shared, direct) > MIN_P_VALUE
+
+
+def test_shared_count_check_detects_ignored_ranks():
+    # Crediting the smaller chain with the larger tree's own count, ignoring which siblings were
+    # accepted, overstates the chain: the check must see it.
+    sampling = SamplingConfig(temperature=1.0)
+    generator = torch.Generator().manual_seed(99)
+    shared, direct = Counter(), Counter()
+    for _ in range(3000):
+        _, ranks = table_step((3, 2, 2), sampling, generator)
+        shared[committed_within((1, 1, 1), [0] * len(ranks))] += 1
+        direct[table_step((1, 1, 1), sampling, generator)[0]] += 1
+    assert same_distribution_p_value(shared, direct) < 1e-6
