@@ -1,4 +1,4 @@
-"""Chunked selective scan for training `MambaForCausalLM` weights on CPU.
+"""Chunked selective scan: trains `MambaForCausalLM` weights on CPU and feeds prompts to the Mamba drafter.
 
 The selective scan of Mamba (Gu and Dao, "Mamba: Linear-Time Sequence Modeling with Selective State
 Spaces", 2023, Algorithm 2) is the recurrence, per channel d and state dimension n,
@@ -70,10 +70,24 @@ def selective_scan_chunked(
     D: torch.Tensor,
     chunk_length: int = DEFAULT_CHUNK_LENGTH,
 ) -> torch.Tensor:
-    """Run the selective scan chunk by chunk; same arguments and result as `selective_scan_sequential`.
+    """Run the selective scan chunk by chunk; same arguments and result as `selective_scan_sequential`."""
+    return selective_scan_with_state(x, dt, A, B, C, D, chunk_length=chunk_length)[0]
 
-    The sequence is right-padded with dt = 0 to a multiple of `chunk_length`: a zero step size leaves
-    the state unchanged (decay 1, no input), so padding never alters the real positions.
+
+def selective_scan_with_state(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+    chunk_length: int = DEFAULT_CHUNK_LENGTH,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the chunked selective scan from `initial_state` (b, d, n) and return y and the final state.
+
+    A None `initial_state` starts from zeros. The sequence is right-padded with dt = 0 to a multiple of `chunk_length`: a zero step size leaves
+    the state unchanged (decay 1, no input), so padding never alters the real positions or the final state.
     """
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be at least 1, got {chunk_length}")
@@ -113,7 +127,7 @@ def selective_scan_chunked(
     # Because A does not depend on t, the cumulative sum runs over dt of shape (b*c, k, d) only.
     cumulative_decay = torch.exp(torch.cumsum(dt_chunks, dim=1)[..., None] * A)  # (b*c, k, d, n), in (0, 1]
     chunk_decay = cumulative_decay[:, -1].reshape(batch_size, num_chunks, channels, state_size)
-    start_state = x.new_zeros(batch_size, channels, state_size)  # (b, d, n)
+    start_state = x.new_zeros(batch_size, channels, state_size) if initial_state is None else initial_state  # (b, d, n)
     start_states = []
     for step_decay, end_state in zip(chunk_decay.unbind(1), chunk_end_states.unbind(1)):
         start_states.append(start_state)
@@ -125,10 +139,12 @@ def selective_scan_chunked(
     y_chunks = torch.einsum("bkdn,bkn->bkd", states, C_chunks)  # (b*c, k, d)
 
     y = y_chunks.reshape(batch_size, num_chunks * chunk_length, channels)[:, :seq_len]  # (b, l, d)
-    return y + x * D
+    return y + x * D, start_state
 
 
-def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def causal_depthwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, history: torch.Tensor | None = None
+) -> torch.Tensor:
     """Apply the Mamba layer's causal depthwise convolution as a sum of shifted copies of `x`.
 
     Equals `conv1d(x.transpose(1, 2))[..., :l]` of the layer's `nn.Conv1d` (left padding kernel - 1).
@@ -139,10 +155,14 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
         x: (b, l, d) input.
         weight: (d, 1, kernel) `conv1d.weight`.
         bias: (d,) `conv1d.bias`, or None.
+        history: (b, kernel - 1, d) the inputs before `x`, or None for zeros (the start of a sequence).
     """
     seq_len = x.shape[1]
     kernel_size = weight.shape[-1]
-    padded = F.pad(x, (0, 0, kernel_size - 1, 0))  # (b, l + kernel - 1, d)
+    if history is None:
+        padded = F.pad(x, (0, 0, kernel_size - 1, 0))  # (b, l + kernel - 1, d)
+    else:
+        padded = torch.cat([history, x], dim=1)  # (b, l + kernel - 1, d)
     out = padded[:, kernel_size - 1 :] * weight[:, 0, kernel_size - 1]
     for offset in range(kernel_size - 1):
         out = out + padded[:, offset : offset + seq_len] * weight[:, 0, offset]  # (b, l, d)

@@ -30,6 +30,27 @@ def test_mamba_step_matches_hf_full_forward(tmp_path):
     torch.testing.assert_close(torch.stack(stepped), reference, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("length", [2, 7, 300])
+def test_mamba_scan_matches_steps(length):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(4)
+    model = MambaForCausalLM(MambaConfig(vocab_size=200, hidden_size=64, state_size=16, num_hidden_layers=3,
+                                         expand=2, conv_kernel=4)).eval()
+    stepper = MambaStepper(model)
+    state = stepper.zero_state()
+    for token in torch.randint(0, 200, (5,)):  # start from a state some tokens in
+        _, state = stepper.step(token.view(1), state)
+
+    ids = torch.randint(0, 200, (length,))
+    scanned_logits, scanned = stepper.scan(ids, state)
+    for token in ids:
+        logits, state = stepper.step(token.view(1), state)
+    torch.testing.assert_close(scanned_logits, logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(scanned.conv, state.conv, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scanned.ssm, state.ssm, atol=1e-4, rtol=1e-4)
+
+
 def test_mamba_cache_bytes_do_not_grow_with_context(code_trio):
     model = load_causal_lm(code_trio["mamba"], CPU, torch.float32, "mamba")
     drafter = MambaDrafter(model, vocab_size=50)

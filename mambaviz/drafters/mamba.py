@@ -17,7 +17,9 @@ discretized with zero-order hold for A and Euler for B, as the official code doe
 
 The drafter cache is the conv window [l, b, e, k] and the SSM state [l, b, e, n]: fixed in size
 whatever the context length. Drafting a tree gathers each parent's state row once per child on the
-batch axis, so every node keeps the state after consuming its own token.
+batch axis, so every node keeps the state after consuming its own token. Committed tokens (the
+prompt, and one or two pending tokens each step) go through `MambaStepper.scan` instead, which runs
+each linear layer once over all of them and the recurrence with the chunked selective scan.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ import torch.nn.functional as F
 
 from mambaviz.drafters.base import Drafter
 from mambaviz.metrics import ForwardClock, tensor_bytes
+from mambaviz.scan import DEFAULT_CHUNK_LENGTH, causal_depthwise_conv, selective_scan_with_state
 from mambaviz.tree import ROOT, DraftTree
 
 logger = logging.getLogger(__name__)
+
+SCAN_BLOCK = 256  # tokens per block of `MambaStepper.scan`, which bounds its [t, e, n] temporaries
 
 
 def _load_cuda_kernels():
@@ -162,6 +167,47 @@ class MambaStepper:
         logits = F.linear(hidden.to(self.dtype), self.head).float()  # [b, v]
         return logits, MambaState(torch.stack(new_conv), torch.stack(new_ssm))
 
+    @torch.inference_mode()
+    def scan(self, tokens: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        """Consume a sequence of tokens on one batch row: tokens [t] → the last token's logits [1, v] and the new state.
+
+        Equals `step` once per token up to rounding, at the cost of about one step per SCAN_BLOCK
+        tokens for the linear layers.
+        """
+        for start in range(0, len(tokens), SCAN_BLOCK):
+            logits, state = self._scan_block(tokens[start : start + SCAN_BLOCK], state)
+        return logits, state
+
+    def _scan_block(self, tokens: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
+        hidden = F.embedding(tokens, self.embeddings)[None]  # [1, t, d]
+        new_conv, new_ssm = [], []
+        for index, layer in enumerate(self.layers):
+            residual = hidden.float() if layer.residual_in_fp32 else hidden
+            normed = rms_norm(hidden.to(layer.norm_weight.dtype), layer.norm_weight, layer.norm_eps)
+            mixed, conv, ssm = self._mixer_scan(layer, normed, state.conv[index], state.ssm[index])
+            hidden = residual + mixed  # [1, t, d]
+            new_conv.append(conv)
+            new_ssm.append(ssm)
+        hidden = rms_norm(hidden[:, -1], self.norm_f_weight, self.norm_f_eps)  # [1, d]
+        logits = F.linear(hidden.to(self.dtype), self.head).float()  # [1, v]
+        return logits, MambaState(torch.stack(new_conv), torch.stack(new_ssm))
+
+    def _mixer_scan(self, layer: LayerWeights, hidden: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
+        x, z = F.linear(hidden, layer.in_weight, layer.in_bias).chunk(2, dim=-1)  # [1, t, e] each
+        # The conv window holds the last k inputs, so its last k - 1 precede this block.
+        inputs = torch.cat([conv.transpose(1, 2), x], dim=1)  # [1, k + t, e]
+        conv = inputs[:, -self.d_conv :].transpose(1, 2).contiguous()  # [1, e, k]
+        x = F.silu(causal_depthwise_conv(x, layer.conv_weight[:, None, :], layer.conv_bias, inputs[:, 1 : self.d_conv]))
+
+        dt, B, C = torch.split(F.linear(x, layer.x_weight), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(F.linear(dt, layer.dt_weight, layer.dt_bias).float())  # [1, t, e]
+        chunk_length = min(x.shape[1], DEFAULT_CHUNK_LENGTH)  # no padding for a pending token or two
+        y, ssm = selective_scan_with_state(
+            x.float(), dt, layer.A, B.float(), C.float(), layer.D.float(), ssm, chunk_length=chunk_length
+        )
+        y = y * F.silu(z.float())  # [1, t, e]
+        return F.linear(y.to(hidden.dtype), layer.out_weight, layer.out_bias), conv, ssm
+
     def _mixer_step(self, layer: LayerWeights, hidden: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
         x, z = F.linear(hidden, layer.in_weight, layer.in_bias).chunk(2, dim=-1)  # [b, e] each
 
@@ -210,11 +256,12 @@ class MambaDrafter(Drafter):
         self.state = self.stepper.zero_state()
 
     def _consume(self, tokens: list[int]) -> torch.Tensor:
-        # NOTE: the prompt is consumed one token at a time, so prefill costs one step per prompt token.
         ids = torch.tensor(tokens, device=self.device)
         with self.clock.measure():
-            for token in ids:
-                logits, self.state = self.stepper.step(token.view(1), self.state)
+            if len(tokens) == 1:
+                logits, self.state = self.stepper.step(ids, self.state)
+            else:
+                logits, self.state = self.stepper.scan(ids, self.state)
         return logits
 
     def _begin_tree(self) -> None:
