@@ -86,8 +86,9 @@ def selective_scan_with_state(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the chunked selective scan from `initial_state` (b, d, n) and return y and the final state.
 
-    A None `initial_state` starts from zeros. The sequence is right-padded with dt = 0 to a multiple of `chunk_length`: a zero step size leaves
-    the state unchanged (decay 1, no input), so padding never alters the real positions or the final state.
+    A None `initial_state` starts from zeros. The sequence is right-padded with dt = 0 to a multiple
+    of `chunk_length`: a zero step size leaves the state unchanged (decay 1, no input), so padding
+    never alters the real positions or the final state.
     """
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be at least 1, got {chunk_length}")
