@@ -125,26 +125,28 @@ def configurations(drafters: list[str], trees: list[str], carry_bandit: bool = F
 
 
 def run_benchmark(
-    models, prompts, configs, settings: dict[str, Any], arms: str | None, reward: str
+    models, prompts, configs, settings: dict[str, Any], arms: str | None, reward: str, repeats: int = 1
 ) -> list[dict]:
     """Run every configuration on every prompt, interleaved, and return one record per run.
 
-    A bandit configuration named `<policy> carried` starts each run from the arm statistics it reached
-    on the previous prompt, as a long-running server's bandit would. Every other run starts afresh.
+    The prompt list is run `repeats` times, each pass with its own seeds. A bandit configuration
+    named `<policy> carried` starts each run from the arm statistics it reached on the previous run,
+    as a long-running server's bandit would. Every other run starts afresh.
     """
     sampling = SamplingConfig(settings["temperature"], settings["top_k"], settings["top_p"])
     records = []
     bandit_state: dict[tuple[str, str], dict] = {}  # carried statistics per configuration
-    progress = tqdm(total=len(prompts) * len(configs), desc="bench", unit="run")
-    for index, entry in enumerate(prompts):
-        rotation = index % len(configs)
+    progress = tqdm(total=repeats * len(prompts) * len(configs), desc="bench", unit="run")
+    passes = [(repeat, index, entry) for repeat in range(repeats) for index, entry in enumerate(prompts)]
+    for position, (repeat, index, entry) in enumerate(passes):
+        rotation = position % len(configs)
         for drafter, tree in configs[rotation:] + configs[:rotation]:
             carried = tree.endswith(CARRIED)
             policy_name = "1" if tree == "-" else tree.removesuffix(CARRIED)
-            policy = build_policy(policy_name, arms, reward, settings["seed"] + index)
+            policy = build_policy(policy_name, arms, reward, settings["seed"] + position)
             if carried and (drafter, tree) in bandit_state:
                 policy.load_statistics(bandit_state[(drafter, tree)])
-            run_settings = RunSettings(drafter, settings["max_new_tokens"], sampling, settings["seed"])
+            run_settings = RunSettings(drafter, settings["max_new_tokens"], sampling, settings["seed"] + repeat)
             trace = run(models, entry["prompt"], run_settings, policy)
             figures = summarize(trace)
             if carried and trace.steps:
@@ -152,6 +154,7 @@ def run_benchmark(
             drafted = sum(len(step.nodes) for step in trace.steps)
             records.append({
                 "prompt_index": index,
+                "repeat": repeat,
                 "category": entry.get("category"),
                 "drafter": drafter,
                 "tree": tree,
@@ -168,22 +171,21 @@ def run_benchmark(
 
 
 def summarize_runs(records: list[dict], greedy: bool = True) -> list[dict]:
-    """Per configuration: medians over prompts, and the speedup over the target alone on the same prompts.
+    """Per configuration: medians over runs, and the speedup over the target alone on the same prompt and pass.
 
     Outputs are compared with the target alone's under greedy decoding only: sampled runs draw from
     their own random streams, so their texts differ even though their distribution is the target's.
     """
-    baseline = {r["prompt_index"]: r for r in records if r["drafter"] == "none"}
+    baseline = {_run_key(r): r for r in records if r["drafter"] == "none"}
     groups: dict[tuple[str, str], list[dict]] = {}
     for record in records:
         groups.setdefault((record["drafter"], record["tree"]), []).append(record)
 
     rows = []
     for (drafter, tree), runs in groups.items():
-        speedups = [r["tokens_per_second"] / baseline[r["prompt_index"]]["tokens_per_second"]
-                    for r in runs if r["prompt_index"] in baseline]
-        same_output = [r["new_tokens_ids"] == baseline[r["prompt_index"]]["new_tokens_ids"]
-                       for r in runs if r["prompt_index"] in baseline and greedy]
+        paired = [(r, baseline[_run_key(r)]) for r in runs if _run_key(r) in baseline]
+        speedups = [r["tokens_per_second"] / alone["tokens_per_second"] for r, alone in paired]
+        same_output = [r["new_tokens_ids"] == alone["new_tokens_ids"] for r, alone in paired if greedy]
         tokens = sum(r["new_tokens"] for r in runs)
         steps = sum(r["steps"] for r in runs)
         draft_ms = [r["draft_ms_per_token"] for r in runs if r["draft_ms_per_token"] is not None]
@@ -202,6 +204,11 @@ def summarize_runs(records: list[dict], greedy: bool = True) -> list[dict]:
             "same_output_as_target": all(same_output) if same_output else None,
         })
     return rows
+
+
+def _run_key(record: dict) -> tuple[int, int]:
+    """Return the prompt and pass of a run; results written before repeats existed have one pass."""
+    return record["prompt_index"], record.get("repeat", 0)
 
 
 def bandit_verdicts(rows: list[dict]) -> list[dict]:
@@ -305,6 +312,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="passes over the prompts, each with its own seeds, and medians cover every run (default 1)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
     parser.set_defaults(run=run_bench)
 
@@ -320,14 +329,16 @@ def run_bench(args: argparse.Namespace) -> int:
     SamplingConfig(args.temperature, args.top_k, args.top_p)
     RunSettings("none", args.max_new_tokens, seed=args.seed)
     prompts = load_prompts(args.prompts, args.limit, args.seed)
+    if args.repeats < 1:
+        raise MambavizError(f"Repeats {args.repeats} is invalid; it must be a positive integer.")
 
     models = load_model_set(args.preset, args.target, args.mamba, args.transformer, args.device)
     settings = {"prompts": args.prompts, "limit": args.limit, "temperature": args.temperature, "top_k": args.top_k,
-                "top_p": args.top_p, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
+                "top_p": args.top_p, "seed": args.seed, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
                 "models": models.locations, "device": str(models.device)}
     configs = configurations(drafters, trees, args.carry_bandit)
     settings["carry_bandit"] = args.carry_bandit
-    records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward)
+    records = run_benchmark(models, prompts, configs, settings, args.arms, args.reward, args.repeats)
     rows = summarize_runs(records, greedy=args.temperature == 0)
     verdicts = bandit_verdicts(rows)
 

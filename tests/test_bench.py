@@ -82,13 +82,15 @@ def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
     status = main(["bench", "--target", code_trio["target"], "--mamba", code_trio["mamba"], "--transformer",
                    code_trio["transformer"], "--device", "cpu", "--prompts", str(prompts), "--limit", "3",
                    "--trees", "1,1,1;2,2;ucb", "--arms", "1,1,1;2,2", "--max-new-tokens", "10", "--carry-bandit",
-                   "--out", str(out)])
+                   "--repeats", "2", "--out", str(out)])
     assert status == 0
     results = json.loads((out / "results.json").read_text())
-    # Per drafter: two fixed shapes, ucb and ucb carried, plus the target alone once.
-    assert len(results["runs"]) == 3 * (2 * 4 + 1)
+    # Two passes over three prompts. Per drafter: two fixed shapes, ucb and ucb carried, plus the target alone once.
+    assert len(results["runs"]) == 2 * 3 * (2 * 4 + 1)
     # Interleaved: runs go prompt by prompt, every configuration on one prompt before the next prompt.
-    assert [run["prompt_index"] for run in results["runs"]] == [0] * 9 + [1] * 9 + [2] * 9
+    assert [run["prompt_index"] for run in results["runs"]] == ([0] * 9 + [1] * 9 + [2] * 9) * 2
+    assert [run["repeat"] for run in results["runs"]] == [0] * 27 + [1] * 27
+    assert {row["runs"] for row in results["summary"]} == {6}
     assert results["runs"][0]["drafter"] != results["runs"][9]["drafter"] or \
         results["runs"][0]["tree"] != results["runs"][9]["tree"]
 
@@ -132,6 +134,7 @@ def test_bench_context_command_writes_results(code_trio, tmp_path):
     (["bench", "--trees", "3,0"], "at least 1"),
     (["bench", "--prompts", "/nonexistent.jsonl"], "not found"),
     (["bench", "--limit", "0"], "Prompt limit 0"),
+    (["bench", "--repeats", "0"], "Repeats 0"),
     (["bench-context", "--lengths", "a,b"], "Lengths"),
     (["bench-context", "--lengths", "1"], "at least 2"),
 ])
