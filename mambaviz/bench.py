@@ -215,20 +215,21 @@ def bandit_verdicts(rows: list[dict]) -> list[dict]:
     """Compare each adaptive policy with the fixed shapes of the same drafter, by median tokens/s."""
     verdicts = []
     for drafter in sorted({row["drafter"] for row in rows} - {"none"}):
-        fixed = [row for row in rows if row["drafter"] == drafter and _is_shape(row["tree"])]
+        fixed = [row for row in rows if row["drafter"] == drafter and is_shape(row["tree"])]
         if not fixed:
             continue
         speeds = [row["median_tokens_per_second"] for row in fixed]
         best, middle = max(speeds), statistics.median(speeds)
         for row in rows:
-            if row["drafter"] == drafter and not _is_shape(row["tree"]):
+            if row["drafter"] == drafter and not is_shape(row["tree"]):
                 speed = row["median_tokens_per_second"]
                 verdicts.append({"drafter": drafter, "tree": row["tree"], "vs_best_fixed": speed / best,
                                  "vs_median_fixed": speed / middle})
     return verdicts
 
 
-def _is_shape(tree: str) -> bool:
+def is_shape(tree: str) -> bool:
+    """Return whether a tree policy name is a fixed shape such as 2,2,1,1."""
     try:
         parse_shape(tree)
     except MambavizError:

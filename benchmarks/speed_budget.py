@@ -1,0 +1,99 @@
+"""Speed budget: where a speculative step's time goes, read from a `mambaviz bench` results file.
+
+    python -m benchmarks.speed_budget out/search-greedy/results.json --goal 1.5
+
+For every fixed tree shape of every drafter, over all runs of the file:
+
+- tau: committed tokens per step (the mean accepted length);
+- draft, verify and other: ms per step spent drafting, verifying and on the engine's bookkeeping;
+- speedup: tokens/s over all runs ÷ the target alone's, each as total tokens ÷ total step time;
+- free-drafting bound: tau × T1 ÷ (verify + other), with T1 the target alone's ms per token. No
+  drafter with this acceptance can beat it on this machine, however fast it drafts;
+- drafting budget: tau × T1 ÷ goal − verify − other, the ms per step drafting may take for the
+  speedup to reach the goal. A negative budget means acceptance alone rules the goal out.
+
+The figures come from the runs themselves, measured side by side, so a shared machine's noise
+affects them as it affects the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mambaviz.bench import is_shape
+from mambaviz.errors import MambavizError, run_with_exit_status
+
+
+def load_runs(path: Path) -> list[dict]:
+    """Return the runs of a bench results file, raising MambavizError when it is missing or of another kind."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MambavizError(f"Results file {path} was not found; write one with python -m mambaviz bench.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise MambavizError(f"Results file {path} could not be read as JSON ({error}).") from None
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise MambavizError(f"{path} is not a results file written by python -m mambaviz bench.")
+    return results["runs"]
+
+
+def speed_budget(runs: list[dict], goal: float) -> list[dict]:
+    """Return one row per drafter and fixed shape: tau, ms per step by phase, speedup, bound and budget."""
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for run in runs:
+        total = totals.setdefault((run["drafter"], run["tree"]), dict.fromkeys(
+            ("new_tokens", "steps", "decode_seconds", "draft_seconds", "verify_seconds", "other_seconds"), 0.0))
+        for key in total:
+            total[key] += run[key]
+    alone = totals.get(("none", "-"))
+    if alone is None or alone["new_tokens"] == 0:
+        raise MambavizError("The results have no runs of the target alone; rerun the bench with drafter none.")
+    target_ms_per_token = 1000 * alone["decode_seconds"] / alone["new_tokens"]
+
+    rows = []
+    for (drafter, tree), total in sorted(totals.items()):
+        if drafter == "none" or not is_shape(tree) or total["steps"] == 0:
+            continue
+        steps = total["steps"]
+        tau = total["new_tokens"] / steps
+        draft, verify, other = (1000 * total[key] / steps for key in ("draft_seconds", "verify_seconds", "other_seconds"))
+        rows.append({
+            "drafter": drafter,
+            "tree": tree,
+            "tau": tau,
+            "draft_ms": draft,
+            "verify_ms": verify,
+            "other_ms": other,
+            "speedup": target_ms_per_token * total["new_tokens"] / (1000 * total["decode_seconds"]),
+            "free_drafting_bound": tau * target_ms_per_token / (verify + other),
+            "drafting_budget_ms": tau * target_ms_per_token / goal - verify - other,
+        })
+    return rows
+
+
+def report(args: argparse.Namespace) -> int:
+    if args.goal <= 1:
+        raise MambavizError(f"Goal {args.goal} is invalid; it must be a speedup above 1, such as 1.5.")
+    rows = speed_budget(load_runs(args.results), args.goal)
+    print(f"{'drafter':<12} {'tree':<12} {'tau':>5} {'draft ms':>9} {'verify ms':>10} {'other ms':>9}"
+          f" {'speedup':>8} {'free-drafting bound':>20} {f'budget for {args.goal}x (ms)':>24}")
+    for row in rows:
+        print(f"{row['drafter']:<12} {row['tree']:<12} {row['tau']:>5.2f} {row['draft_ms']:>9.2f}"
+              f" {row['verify_ms']:>10.2f} {row['other_ms']:>9.2f} {row['speedup']:>7.2f}×"
+              f" {row['free_drafting_bound']:>19.2f}× {row['drafting_budget_ms']:>24.2f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="results.json written by python -m mambaviz bench")
+    parser.add_argument("--goal", type=float, default=1.5, help="target speedup for the drafting budget (default 1.5)")
+    parser.set_defaults(run=report)
+    return run_with_exit_status(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
