@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,23 +36,35 @@ def load_runs(path: Path) -> list[dict]:
         raise MambavizError(f"Results file {path} was not found; write one with python -m mambaviz bench.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MambavizError(f"Results file {path} could not be read as JSON ({error}).") from None
-    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+    except OSError as error:
+        raise MambavizError(f"Results file {path} could not be read ({error.strerror}).") from None
+    runs = results.get("runs") if isinstance(results, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(run, dict) and RUN_FIELDS <= run.keys() for run in runs):
         raise MambavizError(f"{path} is not a results file written by python -m mambaviz bench.")
-    return results["runs"]
+    return runs
+
+
+SUMMED = ("new_tokens", "steps", "decode_seconds", "draft_seconds", "verify_seconds", "other_seconds")
+RUN_FIELDS = {"drafter", "tree", *SUMMED}
+
+
+def target_ms_per_token(runs: list[dict]) -> float:
+    """Return the target alone's ms per token over all its runs, raising MambavizError when there are none."""
+    alone = [run for run in runs if run["drafter"] == "none"]
+    tokens = sum(run["new_tokens"] for run in alone)
+    if tokens == 0:
+        raise MambavizError("The results have no runs of the target alone; rerun the bench with drafter none.")
+    return 1000 * sum(run["decode_seconds"] for run in alone) / tokens
 
 
 def speed_budget(runs: list[dict], goal: float) -> list[dict]:
     """Return one row per drafter and fixed shape: tau, ms per step by phase, speedup, bound and budget."""
     totals: dict[tuple[str, str], dict[str, float]] = {}
     for run in runs:
-        total = totals.setdefault((run["drafter"], run["tree"]), dict.fromkeys(
-            ("new_tokens", "steps", "decode_seconds", "draft_seconds", "verify_seconds", "other_seconds"), 0.0))
+        total = totals.setdefault((run["drafter"], run["tree"]), dict.fromkeys(SUMMED, 0.0))
         for key in total:
             total[key] += run[key]
-    alone = totals.get(("none", "-"))
-    if alone is None or alone["new_tokens"] == 0:
-        raise MambavizError("The results have no runs of the target alone; rerun the bench with drafter none.")
-    target_ms_per_token = 1000 * alone["decode_seconds"] / alone["new_tokens"]
+    target_ms = target_ms_per_token(runs)
 
     rows = []
     for (drafter, tree), total in sorted(totals.items()):
@@ -67,28 +80,36 @@ def speed_budget(runs: list[dict], goal: float) -> list[dict]:
             "draft_ms": draft,
             "verify_ms": verify,
             "other_ms": other,
-            "speedup": target_ms_per_token * total["new_tokens"] / (1000 * total["decode_seconds"]),
-            "free_drafting_bound": tau * target_ms_per_token / (verify + other),
-            "drafting_budget_ms": tau * target_ms_per_token / goal - verify - other,
+            "speedup": target_ms * total["new_tokens"] / (1000 * total["decode_seconds"]),
+            "free_drafting_bound": tau * target_ms / (verify + other),
+            "drafting_budget_ms": tau * target_ms / goal - verify - other,
         })
     return rows
 
 
 def report(args: argparse.Namespace) -> int:
-    if args.goal <= 1:
-        raise MambavizError(f"Goal {args.goal} is invalid; it must be a speedup above 1, such as 1.5.")
-    rows = speed_budget(load_runs(args.results), args.goal)
+    if not math.isfinite(args.goal) or args.goal <= 1:
+        raise MambavizError(f"Goal {args.goal} is invalid; it must be a finite speedup above 1, such as 1.5.")
+    runs = load_runs(args.results)
+    rows = speed_budget(runs, args.goal)
+    if not rows:
+        raise MambavizError(f"{args.results} has no runs with a drafter and a fixed tree shape; rerun the bench with"
+                            " --drafters mamba,none and shapes in --trees.")
+    print(f"target alone: {target_ms_per_token(runs):.2f} ms per token")
+    budget = f"budget for {args.goal:g}× (ms)"
+    width = len(budget) + 2
     print(f"{'drafter':<12} {'tree':<12} {'tau':>5} {'draft ms':>9} {'verify ms':>10} {'other ms':>9}"
-          f" {'speedup':>8} {'free-drafting bound':>20} {f'budget for {args.goal}x (ms)':>24}")
+          f" {'speedup':>8} {'free-drafting bound':>20} {budget:>{width}}")
     for row in rows:
         print(f"{row['drafter']:<12} {row['tree']:<12} {row['tau']:>5.2f} {row['draft_ms']:>9.2f}"
               f" {row['verify_ms']:>10.2f} {row['other_ms']:>9.2f} {row['speedup']:>7.2f}×"
-              f" {row['free_drafting_bound']:>19.2f}× {row['drafting_budget_ms']:>24.2f}")
+              f" {row['free_drafting_bound']:>19.2f}× {row['drafting_budget_ms']:>{width}.2f}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed_budget", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, help="results.json written by python -m mambaviz bench")
     parser.add_argument("--goal", type=float, default=1.5, help="target speedup for the drafting budget (default 1.5)")
     parser.set_defaults(run=report)

@@ -347,12 +347,14 @@ def run_bench(args: argparse.Namespace) -> int:
     results = {"settings": settings, "summary": rows, "adaptive_vs_fixed": verdicts, "runs": records}
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     table = markdown_table(rows)
-    (args.out / "results.md").write_text(table, encoding="utf-8")
+    lines = [f"{verdict['drafter']} {verdict['tree']}: {verdict['vs_best_fixed']:.3f}× the best fixed shape,"
+             f" {verdict['vs_median_fixed']:.3f}× the median fixed shape" for verdict in verdicts]
+    runs = f"{args.repeats} pass(es) over {len(prompts)} prompt(s), {len(records)} runs."
+    (args.out / "results.md").write_text("\n".join([table, runs, *lines]) + "\n", encoding="utf-8")
     write_html(args.out / "report.html", "mambaviz benchmark", bench_figures(rows), [table])
     print(table)
-    for verdict in verdicts:
-        print(f"{verdict['drafter']} {verdict['tree']}: {verdict['vs_best_fixed']:.3f}× the best fixed shape,"
-              f" {verdict['vs_median_fixed']:.3f}× the median fixed shape")
+    print(runs)
+    print("\n".join(lines))
     return 0
 
 

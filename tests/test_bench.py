@@ -106,7 +106,10 @@ def test_bench_command_writes_results_and_reports(code_trio, tmp_path, capsys):
     assert summary[("none", "-")]["median_speedup"] == pytest.approx(1.0)
     assert all(row["same_output_as_target"] for row in results["summary"])
     assert {v["tree"] for v in results["adaptive_vs_fixed"]} == {"ucb", "ucb carried"}
-    assert (out / "results.md").read_text().startswith("| drafter | tree |")
+    markdown = (out / "results.md").read_text()
+    assert markdown.startswith("| drafter | tree |")
+    assert "2 pass(es) over 3 prompt(s), 54 runs." in markdown
+    assert "the best fixed shape" in markdown
     html = (out / "report.html").read_text()
     assert "plotly" in html
     assert "Median tokens" in html

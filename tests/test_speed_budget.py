@@ -39,7 +39,8 @@ def test_speed_budget_command_prints_table(tmp_path, capsys):
     path.write_text(json.dumps({"runs": RUNS}))
     assert speed_budget.main([str(path), "--goal", "1.2"]) == 0
     output = capsys.readouterr().out
-    assert "budget for 1.2x" in output
+    assert "target alone: 10.00 ms per token" in output
+    assert "budget for 1.2× (ms)" in output
     assert "1,1" in output
 
 
@@ -48,7 +49,10 @@ def test_speed_budget_command_prints_table(tmp_path, capsys):
     ("{not json", [], "could not be read as JSON"),
     (json.dumps({"steps": []}), [], "is not a results file"),
     (json.dumps({"runs": RUNS[1:]}), [], "no runs of the target alone"),
+    (json.dumps({"runs": [{"drafter": "none", "tree": "-"}]}), [], "is not a results file"),
+    (json.dumps({"runs": RUNS[:1]}), [], "no runs with a drafter and a fixed tree shape"),
     (json.dumps({"runs": RUNS}), ["--goal", "1"], "Goal 1.0 is invalid"),
+    (json.dumps({"runs": RUNS}), ["--goal", "nan"], "Goal nan is invalid"),
 ])
 def test_speed_budget_bad_input_exits_2(tmp_path, capsys, content, args, message):
     path = tmp_path / "results.json"
@@ -56,3 +60,8 @@ def test_speed_budget_bad_input_exits_2(tmp_path, capsys, content, args, message
         path.write_text(content)
     assert speed_budget.main([str(path), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_speed_budget_directory_exits_2(tmp_path, capsys):
+    assert speed_budget.main([str(tmp_path)]) == 2
+    assert "could not be read" in capsys.readouterr().err
