@@ -3,15 +3,16 @@
     python -m benchmarks.bandit_replay record --preset bundled --limit 20 --out out/steps.json
     python -m benchmarks.bandit_replay replay out/steps.json --exploration 1,0.5,0.25
 
-`record` decodes every prompt once with each arm of the pool as a fixed shape. It saves every
-step's committed tokens and step seconds, and the sibling ranks of the accepted nodes, from which
-the bandit learns what smaller arms would have committed. `replay` feeds those steps to the
-bandit: when it picks an arm after `g` generated tokens, it receives a random step of the arm's own
-run from within 16 tokens of that point of the text. A replayed run costs microseconds, so many exploration constants and seeds can be compared on the same recorded
-outcomes. Each replayed step time is multiplied by log-normal noise (sigma 0.1) drawn from the
-seed, as a shared machine jitters by about that much. The report gives the bandit's median
-tokens/s over prompts ÷ the best and ÷ the median fixed arm, each arm replayed alone, with fresh
-statistics per prompt and with statistics carried from prompt to prompt.
+`record` decodes every prompt once with each arm of the pool as a fixed shape. It saves every step's
+committed tokens and step seconds, and the sibling ranks of the accepted nodes, from which the
+bandit learns what smaller arms would have committed. `replay` feeds those steps to the bandit: when
+it picks an arm after `g` generated tokens, it receives a random step of the arm's own run from
+within 16 tokens of that point of the text. A replayed run costs microseconds, so many exploration
+constants and seeds can be compared on the same recorded outcomes. Each replayed step time is
+multiplied by log-normal noise (sigma 0.1) drawn from the seed, as a shared machine jitters by about
+that much. The report gives the bandit's median tokens/s over prompts ÷ the best and ÷ the median
+fixed arm, each arm replayed alone, with fresh statistics per prompt and with statistics carried
+from prompt to prompt.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mambaviz.bench import load_prompts
+from mambaviz.bench import load_prompts, read_json_file
 from mambaviz.cli_generate import add_model_arguments
 from mambaviz.engine import RunSettings, encode_prompt, generate
 from mambaviz.errors import MambavizError, run_with_exit_status
@@ -131,12 +132,7 @@ def replay_medians(steps: dict[str, list], algorithm: str, exploration: float, c
 
 def load_steps(path: Path) -> dict:
     """Read a file written by `record`, raising MambavizError when it is missing or of another kind."""
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MambavizError(f"Steps file {path} was not found; write one with the record command.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MambavizError(f"Steps file {path} could not be read as JSON ({error}).") from None
+    recorded = read_json_file(path, "Steps file", "the record command")
     steps = recorded.get("steps") if isinstance(recorded, dict) else None
     valid = isinstance(steps, dict) and steps and all(
         isinstance(runs, list) and runs and all(isinstance(run, list) and run for run in runs)

@@ -19,25 +19,17 @@ affects them as it affects the benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
-from mambaviz.bench import is_shape
+from mambaviz.bench import is_shape, read_json_file
 from mambaviz.errors import MambavizError, run_with_exit_status
 
 
 def load_runs(path: Path) -> list[dict]:
     """Return the runs of a bench results file, raising MambavizError when it is missing or of another kind."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MambavizError(f"Results file {path} was not found; write one with python -m mambaviz bench.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MambavizError(f"Results file {path} could not be read as JSON ({error}).") from None
-    except OSError as error:
-        raise MambavizError(f"Results file {path} could not be read ({error.strerror}).") from None
+    results = read_json_file(path, "Results file", "python -m mambaviz bench")
     runs = results.get("runs") if isinstance(results, dict) else None
     if not isinstance(runs, list) or not all(isinstance(run, dict) and RUN_FIELDS <= run.keys() for run in runs):
         raise MambavizError(f"{path} is not a results file written by python -m mambaviz bench.")
@@ -72,7 +64,9 @@ def speed_budget(runs: list[dict], goal: float) -> list[dict]:
             continue
         steps = total["steps"]
         tau = total["new_tokens"] / steps
-        draft, verify, other = (1000 * total[key] / steps for key in ("draft_seconds", "verify_seconds", "other_seconds"))
+        draft = 1000 * total["draft_seconds"] / steps
+        verify = 1000 * total["verify_seconds"] / steps
+        other = 1000 * total["other_seconds"] / steps
         rows.append({
             "drafter": drafter,
             "tree": tree,

@@ -71,6 +71,16 @@ def load_prompt_file(path: Path) -> list[dict[str, Any]]:
     return prompts
 
 
+def read_json_file(path: Path, kind: str, producer: str) -> Any:
+    """Parse the JSON file `path`, raising MambavizError, worded with `kind` and `producer`, when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MambavizError(f"{kind} {path} was not found; write one with {producer}.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MambavizError(f"{kind} {path} could not be read as JSON ({error}).") from None
+
+
 def third_party_prompts(count: int, seed: int = 0) -> list[dict[str, Any]]:
     """Cut def/class-header prompts from installed third-party packages (never the standard library,
     which trained the bundled models)."""
@@ -207,7 +217,7 @@ def summarize_runs(records: list[dict], greedy: bool = True) -> list[dict]:
 
 
 def _run_key(record: dict) -> tuple[int, int]:
-    """Return the prompt and pass of a run; results written before repeats existed have one pass."""
+    """Return the prompt and pass of a run. Results written before repeats existed have one pass."""
     return record["prompt_index"], record.get("repeat", 0)
 
 
@@ -314,7 +324,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=1,
-                        help="passes over the prompts, each with its own seeds, and medians cover every run (default 1)")
+                        help="passes over the prompts, each with its own seeds. Medians cover every run (default 1)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
     parser.set_defaults(run=run_bench)
 

@@ -70,7 +70,7 @@ def selective_scan_chunked(
     D: torch.Tensor,
     chunk_length: int = DEFAULT_CHUNK_LENGTH,
 ) -> torch.Tensor:
-    """Run the selective scan chunk by chunk; same arguments and result as `selective_scan_sequential`."""
+    """Run the selective scan chunk by chunk, with the same arguments and result as `selective_scan_sequential`."""
     return selective_scan_with_state(x, dt, A, B, C, D, chunk_length=chunk_length)[0]
 
 

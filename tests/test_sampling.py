@@ -194,7 +194,7 @@ def test_sampling_config_rejects_invalid_values(kwargs, message):
 
 
 def table_step(shape, sampling, generator) -> tuple[int, list[int]]:
-    """Draft and verify one tree after the prompt (1,); return its committed tokens and accepted ranks."""
+    """Draft and verify one tree after the prompt (1,) and return its committed tokens and accepted ranks."""
     drafter = TableDrafter(VOCAB, torch.device("cpu"))
     drafter.prefill([1])
     tree = drafter.draft(shape, sampling, generator)
@@ -211,7 +211,7 @@ def same_distribution_p_value(first: Counter, second: Counter) -> float:
 
 
 @pytest.mark.parametrize("smaller", [(1, 1, 1), (2, 1), (2, 2, 1), (3,)])
-def test_sampled_step_shares_exact_counts_with_contained_arms(smaller):
+def test_sampled_shared_counts_match_direct(smaller):
     # A bandit credits a smaller arm with committed_within(smaller, ranks) of a larger sampled tree.
     # Those counts must follow the distribution of drafting the smaller shape itself.
     sampling = SamplingConfig(temperature=1.0)

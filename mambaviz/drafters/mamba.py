@@ -153,44 +153,37 @@ class MambaStepper:
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
         """Consume one token per row: tokens [b] → logits [b, v] and the new state (the input is untouched)."""
-        hidden = F.embedding(tokens, self.embeddings)  # [b, d]
-        new_conv, new_ssm = [], []
-        # Dtypes follow MambaBlock: the residual stream may stay fp32 while layers run in the model dtype.
-        for index, layer in enumerate(self.layers):
-            residual = hidden.float() if layer.residual_in_fp32 else hidden
-            normed = rms_norm(hidden.to(layer.norm_weight.dtype), layer.norm_weight, layer.norm_eps)
-            mixed, conv, ssm = self._mixer_step(layer, normed, state.conv[index], state.ssm[index])
-            hidden = residual + mixed  # [b, d]
-            new_conv.append(conv)
-            new_ssm.append(ssm)
-        hidden = rms_norm(hidden, self.norm_f_weight, self.norm_f_eps)
-        logits = F.linear(hidden.to(self.dtype), self.head).float()  # [b, v]
-        return logits, MambaState(torch.stack(new_conv), torch.stack(new_ssm))
+        hidden, state = self._layers(F.embedding(tokens, self.embeddings), state, self._mixer_step)  # [b, d]
+        return self._logits(hidden), state
 
     @torch.inference_mode()
     def scan(self, tokens: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
-        """Consume a sequence of tokens on one batch row: tokens [t] → the last token's logits [1, v] and the new state.
+        """Consume a sequence on one batch row: tokens [t] → the last token's logits [1, v] and the new state.
 
         Equals `step` once per token up to rounding, at the cost of about one step per SCAN_BLOCK
         tokens for the linear layers.
         """
         for start in range(0, len(tokens), SCAN_BLOCK):
-            logits, state = self._scan_block(tokens[start : start + SCAN_BLOCK], state)
-        return logits, state
+            hidden = F.embedding(tokens[start : start + SCAN_BLOCK], self.embeddings)[None]  # [1, t, d]
+            hidden, state = self._layers(hidden, state, self._mixer_scan)
+        return self._logits(hidden[:, -1]), state
 
-    def _scan_block(self, tokens: torch.Tensor, state: MambaState) -> tuple[torch.Tensor, MambaState]:
-        hidden = F.embedding(tokens, self.embeddings)[None]  # [1, t, d]
+    def _layers(self, hidden: torch.Tensor, state: MambaState, mixer) -> tuple[torch.Tensor, MambaState]:
+        """Run every block on `hidden` [..., d] with `mixer` (one step or a scan) and return it with the new state."""
         new_conv, new_ssm = [], []
+        # Dtypes follow MambaBlock: the residual stream may stay fp32 while layers run in the model dtype.
         for index, layer in enumerate(self.layers):
             residual = hidden.float() if layer.residual_in_fp32 else hidden
             normed = rms_norm(hidden.to(layer.norm_weight.dtype), layer.norm_weight, layer.norm_eps)
-            mixed, conv, ssm = self._mixer_scan(layer, normed, state.conv[index], state.ssm[index])
-            hidden = residual + mixed  # [1, t, d]
+            mixed, conv, ssm = mixer(layer, normed, state.conv[index], state.ssm[index])
+            hidden = residual + mixed
             new_conv.append(conv)
             new_ssm.append(ssm)
-        hidden = rms_norm(hidden[:, -1], self.norm_f_weight, self.norm_f_eps)  # [1, d]
-        logits = F.linear(hidden.to(self.dtype), self.head).float()  # [1, v]
-        return logits, MambaState(torch.stack(new_conv), torch.stack(new_ssm))
+        return hidden, MambaState(torch.stack(new_conv), torch.stack(new_ssm))
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = rms_norm(hidden, self.norm_f_weight, self.norm_f_eps)
+        return F.linear(hidden.to(self.dtype), self.head).float()  # [b, v]
 
     def _mixer_scan(self, layer: LayerWeights, hidden: torch.Tensor, conv: torch.Tensor, ssm: torch.Tensor):
         x, z = F.linear(hidden, layer.in_weight, layer.in_bias).chunk(2, dim=-1)  # [1, t, e] each
